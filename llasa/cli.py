@@ -1,0 +1,52 @@
+"""The `llasa` command: one verb per concern, each a thin layer over a library call.
+
+Each concern registers its own verbs through ``add_commands(subparsers)`` in its ``cli``
+module; a verb's handler receives the parsed ``argparse.Namespace`` and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# modules that define `add_commands(subparsers)`; imported lazily so `llasa --help` is fast
+COMMAND_MODULES = [
+    "llasa.codec.cli",
+]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llasa", description="Llasa text-to-speech toolkit")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from llasa import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.handler(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError) as exc:
+        # library errors are written for users (they name the input and the problem)
+        print(f"llasa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
