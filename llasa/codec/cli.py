@@ -1,0 +1,84 @@
+"""`llasa codec encode|decode|resynth`: thin verbs over `llasa.codec.Codec`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def default_codec_path() -> str | None:
+    """The codec used when `--codec` is not given; None until a trained default ships."""
+    return None
+
+
+def _codec_name(args: argparse.Namespace) -> str:
+    name = args.codec or default_codec_path()
+    if name is None:
+        raise ValueError("no default codec is installed yet: pass --codec with a hub id or a local directory")
+    return name
+
+
+def _codec(name: str):
+    from llasa.codec import Codec
+
+    return Codec.from_pretrained(name)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from llasa.audio import load
+
+    name = _codec_name(args)
+    wav = load(args.input)
+    codes = _codec(name).encode(wav)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.output, codes)
+    print(f"{args.output}: {len(codes)} codes ({len(wav) / 16000:.2f} s of audio)")
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from llasa.audio import write
+
+    name = _codec_name(args)
+    path = Path(args.input)
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}': no such codes file")
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"'{path}' is not a .npy array of codes ({exc})") from None
+    codec = _codec(name)
+    wav = codec.decode(codes.reshape(-1) if codes.ndim == 2 and 1 in codes.shape else codes)
+    write(args.output, wav, codec.sample_rate)
+    print(f"{args.output}: {len(wav) / codec.sample_rate:.2f} s of audio from {codes.size} codes")
+    return 0
+
+
+def _resynth(args: argparse.Namespace) -> int:
+    from llasa.audio import load, write
+
+    name = _codec_name(args)
+    wav = load(args.input)
+    codec = _codec(name)
+    codes = codec.encode(wav)
+    write(args.output, codec.decode(codes)[: len(wav)], codec.sample_rate)
+    print(f"{args.output}: resynthesised through {len(codes)} codes")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser("codec", help="X-codec2: audio <-> speech codes")
+    verbs = parser.add_subparsers(dest="codec_command", metavar="VERB", required=True)
+
+    def verb(name: str, help: str, handler, input_help: str, output_help: str) -> None:
+        sub = verbs.add_parser(name, help=help)
+        sub.add_argument("input", help=input_help)
+        sub.add_argument("-o", "--output", required=True, help=output_help)
+        sub.add_argument("--codec", help="hub id or local directory of the codec (either checkpoint layout)")
+        sub.set_defaults(handler=handler)
+
+    verb("encode", "audio file -> codes (.npy, int64)", _encode, "audio file (any rate; mixed to mono 16 kHz)", "codes.npy")
+    verb("decode", "codes (.npy) -> 16 kHz wav", _decode, "codes .npy (1-D, or (1, T))", "output audio file")
+    verb("resynth", "audio -> codes -> audio", _resynth, "audio file", "output audio file")

@@ -1,0 +1,180 @@
+"""`Codec`: 16 kHz waveforms <-> X-codec2 speech codes, on transformers' `Xcodec2Model`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import Xcodec2Config, Xcodec2Model
+
+from llasa.audio import AudioError, validate
+from llasa.codec import loading
+from llasa.codec.configs import ConfigLike, codebook_size, get_config
+from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
+
+
+def as_codes(codes, codebook: int, *, what: str = "codes") -> np.ndarray:
+    """Validate one sequence of codes -> 1-D int64 array, with errors that name the problem."""
+    if isinstance(codes, torch.Tensor):
+        codes = codes.detach().cpu().numpy()
+    array = np.asarray(codes)
+    if array.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D sequence of codes, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{what}: no codes to decode (empty sequence)")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{what}: codes must be integers, got dtype {array.dtype}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= codebook:
+        bad = low if low < 0 else high
+        raise ValueError(f"{what}: code {bad} is outside the codebook of {codebook} codes (valid: 0..{codebook - 1})")
+    return array.astype(np.int64, copy=False)
+
+
+def _as_waveform(wav, what: str) -> np.ndarray:
+    if isinstance(wav, torch.Tensor):
+        wav = wav.detach().cpu().numpy()
+    array = np.asarray(wav)
+    if array.ndim != 1:
+        raise AudioError(f"{what}: expected 1-D mono audio at 16 kHz, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise AudioError(
+            f"{what}: expected float audio in [-1, 1], got dtype {array.dtype} (convert integer PCM first)"
+        )
+    return validate(array.astype(np.float32, copy=False), source=what, clip_warn=False)
+
+
+def _is_batch(items) -> bool:
+    return isinstance(items, (list, tuple))
+
+
+def _same_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    # Only equal-length items share a batch: the waveform encoder (centred convs, replicate
+    # padding) and the decoder (GroupNorm and attention over time) both let padding leak into
+    # real frames, so padded batches would give different codes/audio than one item alone.
+    groups: dict[int, list[int]] = defaultdict(list)
+    for index, length in enumerate(lengths):
+        groups[length].append(index)
+    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+
+
+class Codec:
+    """An X-codec2 codec: `encode` 16 kHz audio to codes, `decode` codes back to audio."""
+
+    def __init__(self, model: Xcodec2Model):
+        config = model.config
+        if config.hop_length != SEMANTIC_HOP or config.sampling_rate != 16000:
+            raise ValueError(
+                f"the w2v-BERT front-end runs at 50 Hz on 16 kHz audio: the codec needs hop 320 at 16 kHz, "
+                f"got hop {config.hop_length} (downsampling_ratios {list(config.downsampling_ratios)}) at "
+                f"{config.sampling_rate} Hz"
+            )
+        self.model = model.eval()
+        self.sample_rate: int = config.sampling_rate
+        self.hop_length: int = config.hop_length
+        self.codebook_size: int = codebook_size(config)
+
+    @property
+    def config(self) -> Xcodec2Config:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: ConfigLike, *, seed: int | None = None) -> "Codec":
+        """A codec with freshly initialised (random) weights; `seed` makes them reproducible."""
+        config = get_config(config)
+        if seed is None:
+            return cls(Xcodec2Model(config))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(Xcodec2Model(config))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, device="cpu", dtype: torch.dtype = torch.float32) -> "Codec":
+        """Load a hub id or local directory, in transformers' layout or the original one."""
+        directory = loading.resolve(name_or_path)
+        config, state = loading.read_checkpoint(directory)
+        model = Xcodec2Model(config)
+        loading.load_strict(model, state, source=f"'{directory}'")
+        return cls(model.to(device=device, dtype=dtype))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """transformers' layout: config.json + model.safetensors, readable by Xcodec2Model too."""
+        self.model.save_pretrained(str(directory))
+
+    # encode / decode ------------------------------------------------------------------------
+
+    def num_codes(self, num_samples: int) -> int:
+        """Codes for `num_samples` of audio: the official padding always adds a frame."""
+        return num_samples // self.hop_length + 1
+
+    @torch.inference_mode()
+    def encode(self, wavs, *, batch_size: int = 8):
+        """1-D float 16 kHz audio -> 1-D int64 codes (N // 320 + 1 of them); a list -> a list."""
+        batch = _is_batch(wavs)
+        items = list(wavs) if batch else [wavs]
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        padded = [
+            pad_waveform(_as_waveform(wav, f"audio item {i}" if batch else "audio"), self.hop_length)
+            for i, wav in enumerate(items)
+        ]
+        codes: list[np.ndarray | None] = [None] * len(items)
+        batches = _same_length_batches([len(p) for p in padded], batch_size)
+        for indices in tqdm(batches, desc="encode", unit="batch", disable=len(batches) < 2):
+            waves = torch.from_numpy(np.stack([padded[i] for i in indices]))[:, None]
+            features = torch.stack([semantic_features(padded[i]) for i in indices])
+            out = self.model.encode(
+                input_values=waves.to(self.device, self.dtype), input_features=features.to(self.device, self.dtype)
+            ).audio_codes
+            for row, index in zip(out[:, 0].long().cpu().numpy(), indices):
+                codes[index] = row
+        return codes if batch else codes[0]
+
+    @torch.inference_mode()
+    def decode(self, codes, *, batch_size: int = 8):
+        """1-D int codes -> 1-D float32 audio of 320 samples per code; a list -> a list."""
+        batch = _is_batch(codes) and not (codes and np.isscalar(codes[0]))
+        items = list(codes) if batch else [codes]
+        checked = [
+            as_codes(c, self.codebook_size, what=f"codes item {i}" if batch else "codes") for i, c in enumerate(items)
+        ]
+        audio: list[np.ndarray | None] = [None] * len(items)
+        batches = _same_length_batches([len(c) for c in checked], batch_size)
+        for indices in tqdm(batches, desc="decode", unit="batch", disable=len(batches) < 2):
+            stacked = torch.from_numpy(np.stack([checked[i] for i in indices]))[:, None]
+            for row, index in zip(self._decode_tensor(stacked), indices):
+                audio[index] = row
+        return audio if batch else audio[0]
+
+    def _decode_tensor(self, codes: torch.Tensor) -> np.ndarray:
+        """(B, 1, T) int64 codes, already validated -> (B, 320 T) float32 audio."""
+        values = self.model.decode(audio_codes=codes.to(self.device)).audio_values
+        return values[:, 0].float().cpu().numpy()
+
+    def stream_decode(
+        self, codes: Iterable, *, chunk_tokens: int = 25, left_context: int = 150, lookahead: int = 4
+    ) -> Iterator[np.ndarray]:
+        """Codes arriving one by one or in arrays -> float32 audio chunks as soon as possible.
+
+        See `llasa.codec.streaming.StreamingDecoder` for how chunks are cut and joined.
+        """
+        from llasa.codec.streaming import StreamingDecoder
+
+        decoder = StreamingDecoder(self, chunk_tokens=chunk_tokens, left_context=left_context, lookahead=lookahead)
+        for item in codes:
+            yield from decoder.push(item)
+        yield from decoder.flush()

@@ -1,0 +1,30 @@
+"""`llasa train lm CONFIG` and `llasa train codec CONFIG`."""
+
+from __future__ import annotations
+
+
+def _train_lm(args) -> int:
+    from llasa.train.lm import train_lm
+
+    final = train_lm(args.config, resume=not args.no_resume, max_steps=args.max_steps)
+    print(final)
+    return 0
+
+
+def _train_codec(args) -> int:
+    from llasa.train.codec import train_codec
+
+    final = train_codec(args.config, resume=not args.no_resume, max_steps=args.max_steps)
+    print(final)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train the LM or the codec (launch with `accelerate launch` for many GPUs)")
+    verbs = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
+    for name, handler, what in (("lm", _train_lm, "the Llasa LM on code shards"), ("codec", _train_codec, "the X-codec2 codec")):
+        p = verbs.add_parser(name, help=f"train {what}")
+        p.add_argument("config", help="YAML or JSON recipe (see configs/)")
+        p.add_argument("--max-steps", type=int, default=None, help="stop this run after this many total steps (resume later)")
+        p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in the output directory")
+        p.set_defaults(handler=handler)

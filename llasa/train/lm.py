@@ -1,0 +1,379 @@
+"""LM training: code shards -> Llasa checkpoint, on `accelerate` (CPU, DDP, FSDP, DeepSpeed).
+
+A nanoGPT-style loop with no trainer framework: the data order is a pure function of
+(seed, step), so a run killed at any point resumes from its last checkpoint with the same
+batches, and N processes see exactly the global batch that one process would. The loss is
+the official one (SGS + speech tokens + SGE; spec/LLASA.md §3.1) averaged over the target
+tokens of the whole global batch, so it does not depend on how the batch is split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llasa.config import load_config_file
+from llasa.data.tokenize import CodeShardDataset
+from llasa.lm.prompt import training_example
+
+STATE_DIR = "train_state"
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class LMTrainConfig:
+    data: str  # a `llasa data tokenize` output directory
+    output_dir: str
+    # "preset:NAME" (random init, llasa.lm presets), a text-LLM directory (vocabulary extended
+    # as the official recipe does), or a Llasa checkpoint directory (fine-tuning)
+    init: str = "preset:tiny"
+    tokenizer: str | None = None  # default: the tokenizer recorded by `llasa data tokenize`
+    eval_data: str | None = None  # default: the last `eval_rows` rows of `data` are held out
+    eval_rows: int = 64
+    max_length: int = 2048
+    batch_size: int = 8  # per process
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    mixed_precision: str = "bf16"  # "no", "bf16" or "fp16"
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 200
+    save_every: int = 200
+    keep_checkpoints: int = 2
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "LMTrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown LM training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raw = dict(raw)
+        if raw.get("lora") is not None:
+            raw["lora"] = LoraSettings(**raw["lora"])
+        if "betas" in raw:
+            raw["betas"] = tuple(raw["betas"])
+        for name in ("data", "output_dir"):
+            if not raw.get(name):
+                raise ValueError(f"LM training config needs '{name}'")
+        return cls(**raw)
+
+
+def lr_at(step: int, cfg: LMTrainConfig) -> float:
+    """Linear warmup, then cosine down to min_lr_ratio of the peak (the official schedule)."""
+    warmup = max(1, int(cfg.warmup_ratio * cfg.max_steps))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class RowOrder:
+    """Which dataset rows step `s` uses: epoch-wise permutations from the seed, consumed in order."""
+
+    def __init__(self, n_rows: int, seed: int):
+        if n_rows == 0:
+            raise ValueError("no training rows: the data directory holds no tokenized utterances")
+        self.n_rows, self.seed, self._cache = n_rows, seed, {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            self._cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)}
+        return self._cache[epoch]
+
+    def rows(self, start: int, count: int) -> list[int]:
+        out = []
+        for pos in range(start, start + count):
+            epoch, i = divmod(pos, self.n_rows)
+            out.append(int(self._perm(epoch)[i]))
+        return out
+
+
+def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad un-padded examples to the longest in the batch (not to the 2048 of the rows)."""
+    length = max(len(e["input_ids"]) for e in examples)
+    fill = {"input_ids": pad_id, "labels": -100, "attention_mask": 0}
+    batch = {}
+    for key, value in fill.items():
+        out = torch.full((len(examples), length), value, dtype=torch.long)
+        for i, e in enumerate(examples):
+            out[i, : len(e[key])] = e[key]
+        batch[key] = out
+    return batch
+
+
+def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the labelled positions, and their count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return loss, int((targets != -100).sum())
+
+
+def _resolve_tokenizer(cfg: LMTrainConfig):
+    from transformers import AutoTokenizer
+
+    path = cfg.tokenizer
+    if path is None:
+        recorded = Path(cfg.data) / "tokenizer"
+        if not recorded.is_dir():
+            raise ValueError(f"no tokenizer given and none recorded in {cfg.data} (expected {recorded})")
+        path = str(recorded)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def build_model(cfg: LMTrainConfig, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from llasa.lm.model import build_model as build_preset
+
+    vocab_size = len(tokenizer)
+    if cfg.init.startswith("preset:"):
+        model = build_preset(cfg.init.split(":", 1)[1], tokenizer, seed=cfg.seed)
+    else:
+        init = Path(cfg.init)
+        if not (init / "config.json").is_file():
+            raise ValueError(f"init '{cfg.init}' is neither 'preset:NAME' nor a model directory with config.json")
+        model = AutoModelForCausalLM.from_pretrained(init, torch_dtype=torch.float32)
+        if model.get_input_embeddings().weight.shape[0] < vocab_size:
+            # a text LLM: grow its vocabulary by the control and speech tokens (official recipe)
+            model.resize_token_embeddings(vocab_size)
+        elif model.get_input_embeddings().weight.shape[0] > vocab_size:
+            raise ValueError(
+                f"model {cfg.init} has {model.get_input_embeddings().weight.shape[0]} embedding rows but the "
+                f"tokenizer only {vocab_size} tokens: the data was tokenized with a different vocabulary"
+            )
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|SPEECH_GENERATION_END|>")
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if cfg.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return model
+
+
+class _Examples:
+    """Rows of a shard dataset rendered into training examples on demand."""
+
+    def __init__(self, dataset, tokenizer, max_length: int, indices: np.ndarray):
+        self.dataset, self.tokenizer, self.max_length, self.indices = dataset, tokenizer, max_length, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = np.asarray(self.dataset[int(self.indices[i])])
+        return training_example(self.tokenizer, row, max_length=self.max_length, pad=False)
+
+
+def _split(cfg: LMTrainConfig, tokenizer) -> tuple[_Examples, _Examples]:
+    data = CodeShardDataset(cfg.data)
+    n = len(data)
+    if cfg.eval_data:
+        eval_set = CodeShardDataset(cfg.eval_data)
+        return (
+            _Examples(data, tokenizer, cfg.max_length, np.arange(n)),
+            _Examples(eval_set, tokenizer, cfg.max_length, np.arange(len(eval_set))),
+        )
+    n_eval = min(cfg.eval_rows, n // 10)
+    return (
+        _Examples(data, tokenizer, cfg.max_length, np.arange(n - n_eval)),
+        _Examples(data, tokenizer, cfg.max_length, np.arange(n - n_eval, n)),
+    )
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    found = [p for p in found if (p / STATE_DIR / "trainer.json").is_file()]
+    return found[-1] if found else None
+
+
+def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, max_steps: int | None = None) -> Path:
+    """Train (or continue training) an LM; returns the directory of the final checkpoint.
+
+    ``max_steps`` stops this invocation early (the schedule still follows ``config.max_steps``),
+    which is how a long run is split over several sittings.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cfg = config if isinstance(config, LMTrainConfig) else LMTrainConfig.from_dict(load_config_file(config))
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum
+    )
+    set_seed(cfg.seed)
+    tokenizer = _resolve_tokenizer(cfg)
+    model = build_model(cfg, tokenizer)
+    train_set, eval_set = _split(cfg, tokenizer)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=cfg.betas,
+    )
+    if accelerator.state.deepspeed_plugin is not None:
+        # no DataLoader goes through prepare(), so DeepSpeed's "auto" batch fields are filled here
+        accelerator.state.deepspeed_plugin.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            gradient_clipping=cfg.grad_clip,
+            train_batch_size=cfg.batch_size * cfg.grad_accum * accelerator.num_processes,
+        )
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    step = 0
+    if resume and (ckpt := _latest_checkpoint(out)) is not None:
+        accelerator.load_state(str(ckpt / STATE_DIR))
+        step = json.loads((ckpt / STATE_DIR / "trainer.json").read_text())["step"]
+        accelerator.print(f"resuming from {ckpt} at step {step}")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    order = RowOrder(len(train_set), cfg.seed)
+    global_batch = cfg.batch_size * world * cfg.grad_accum
+    stop = cfg.max_steps if max_steps is None else min(cfg.max_steps, max_steps)
+    bar = tqdm(total=stop, initial=step, desc="train lm", disable=not accelerator.is_main_process, unit="step")
+    tokens_seen, t0 = 0, time.perf_counter()
+    model.train()
+    while step < stop:
+        rows = order.rows(step * global_batch, global_batch)
+        micro = [
+            collate(
+                [train_set[r] for r in rows[(a * world + rank) * cfg.batch_size : (a * world + rank + 1) * cfg.batch_size]],
+                tokenizer.pad_token_id,
+            )
+            for a in range(cfg.grad_accum)
+        ]
+        local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+        total_targets = int(accelerator.reduce(torch.tensor(local_targets, device=accelerator.device), "sum"))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss_sum = 0.0
+        for batch in micro:
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            # accumulate() syncs gradients (DDP/FSDP/DeepSpeed) and steps only on the last micro-batch
+            with accelerator.accumulate(model), accelerator.autocast():
+                summed, _ = token_loss_sum(model, batch)
+                # backward() divides by grad_accum and DDP averages over processes: undo both so
+                # the gradient is that of the token mean over the whole global batch
+                accelerator.backward(summed * world * cfg.grad_accum / max(1, total_targets))
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += float(summed.detach())
+            tokens_seen += int(batch["attention_mask"].sum())
+        step += 1
+        loss = float(accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), "sum")) / max(1, total_targets)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        record: dict[str, Any] = {}
+        if step % cfg.log_every == 0 or step == stop:
+            elapsed = time.perf_counter() - t0
+            record.update(loss=loss, lr=lr_at(step - 1, cfg), tokens_per_s=tokens_seen * world / max(elapsed, 1e-9))
+            tokens_seen, t0 = 0, time.perf_counter()
+        if step % cfg.eval_every == 0 or step == stop:
+            record["eval_loss"] = evaluate(model, eval_set, cfg, accelerator)
+        if record and accelerator.is_main_process:
+            record = {"step": step, **record}
+            with open(out / LOG_FILE, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if step % cfg.save_every == 0 or step == stop:
+            save_checkpoint(accelerator, model, tokenizer, out, step, cfg)
+    bar.close()
+    final = out / f"checkpoint-{step}"
+    if accelerator.is_main_process and step >= cfg.max_steps:
+        export = out / "final"
+        if export.exists():
+            shutil.rmtree(export)
+        shutil.copytree(final, export, ignore=shutil.ignore_patterns(STATE_DIR))
+        final = export
+    accelerator.wait_for_everyone()
+    return final
+
+
+@torch.no_grad()
+def evaluate(model, eval_set: _Examples, cfg: LMTrainConfig, accelerator) -> float:
+    """Token-mean loss on the held-out rows, each process taking its share."""
+    model.eval()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    mine = list(range(rank, len(eval_set), world))
+    total, count = 0.0, 0
+    for i in range(0, len(mine), cfg.batch_size):
+        batch = collate([eval_set[j] for j in mine[i : i + cfg.batch_size]], eval_set.tokenizer.pad_token_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            summed, n = token_loss_sum(model, batch)
+        total, count = total + float(summed), count + n
+    model.train()
+    sums = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), "sum")
+    return float(sums[0] / sums[1].clamp(min=1))
+
+
+def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LMTrainConfig) -> Path:
+    """HF layout (loadable by `llasa tts --model`) + the training state for resume; old ones pruned."""
+    ckpt = out / f"checkpoint-{step}"
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(ckpt / STATE_DIR))
+    unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        if cfg.lora is not None:
+            # the adapter for further fine-tuning, and merged full weights so that any loader works
+            unwrapped.save_pretrained(ckpt / "adapter")
+            unwrapped.merge_adapter()
+            merged = {
+                k.replace(".base_layer", ""): v.detach().clone()
+                for k, v in unwrapped.get_base_model().state_dict().items()
+                if "lora_" not in k
+            }
+            unwrapped.unmerge_adapter()
+            unwrapped.get_base_model().save_pretrained(ckpt, state_dict=merged, safe_serialization=True)
+        else:
+            unwrapped.save_pretrained(ckpt, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(ckpt)
+        (ckpt / STATE_DIR / "trainer.json").write_text(json.dumps({"step": step}))
+        done = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in done[: -cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return ckpt

@@ -1,0 +1,72 @@
+"""Text normalisation for scoring transcripts against the target text, and its counting units.
+
+jiwer supplies the string transforms; numbers become words first (num2words) because TTS speaks
+"1990" and ASR writes words back (PocketSphinx always, Whisper often).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Languages written without spaces between words: errors and speech rate are counted in characters
+CHARACTER_LANGUAGES = frozenset({"zh", "ja", "yue"})
+
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:,\d{3})*(?:\.\d+)?)(st|nd|rd|th)?\b")
+
+
+def _language_code(language: str) -> str:
+    return language.lower().replace("_", "-").split("-")[0]
+
+
+def _spell_number(match: re.Match, lang: str) -> str:
+    from num2words import num2words
+
+    digits, ordinal_suffix = match.group(1).replace(",", ""), match.group(2)
+    if ordinal_suffix:
+        return num2words(int(digits), to="ordinal", lang=lang)
+    if "." in digits:
+        return num2words(float(digits), lang=lang)
+    value = int(digits)
+    # four-digit numbers in this range are read as years ("nineteen ninety") far more often than
+    # as quantities in the sentences TTS is asked to say
+    if len(digits) == 4 and 1100 <= value <= 2099 and value % 100 and not 2000 <= value <= 2009:
+        return num2words(value, to="year", lang=lang)
+    return num2words(value, lang=lang)
+
+
+def spell_numbers(text: str, language: str = "en") -> str:
+    """Digits to words where num2words knows the language; others keep their digits."""
+    from num2words import CONVERTER_CLASSES
+
+    lang = _language_code(language)
+    if lang not in CONVERTER_CLASSES:
+        return text
+    return _NUMBER.sub(lambda m: _spell_number(m, lang), text)
+
+
+def normalize(text: str, language: str = "en") -> str:
+    """Lower case, numbers as words, no punctuation (hyphens split words), single spaces."""
+    import jiwer
+
+    transform = jiwer.Compose(
+        [
+            jiwer.ToLowerCase(),
+            jiwer.SubstituteRegexes({r"[-\u2010-\u2015/]": " "}),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+        ]
+    )
+    return transform(spell_numbers(text, language))
+
+
+def units(text: str, language: str = "en") -> list[str]:
+    """The tokens errors and speaking rate are counted in: words, or characters for zh/ja/yue."""
+    text = normalize(text, language)
+    if _language_code(language) in CHARACTER_LANGUAGES:
+        return [ch for ch in text if not ch.isspace()]
+    return text.split()
+
+
+def error_metric(language: str) -> str:
+    return "cer" if _language_code(language) in CHARACTER_LANGUAGES else "wer"
