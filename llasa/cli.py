@@ -12,7 +12,10 @@ import sys
 
 # modules that define `add_commands(subparsers)`; imported lazily so `llasa --help` is fast
 COMMAND_MODULES = [
+    "llasa.lm.cli",
     "llasa.codec.cli",
+    "llasa.data.cli",
+    "llasa.train.cli",
 ]
 
 

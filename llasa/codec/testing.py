@@ -16,13 +16,15 @@ from llasa.codec.codec import Codec
 
 
 @torch.no_grad()
-def randomize_weights(codec: Codec, *, seed: int = 0) -> Codec:
-    """Overwrite the codec's weights in place with input-sensitive random values; returns it."""
+def randomize_weights(target: Codec | torch.nn.Module, *, seed: int = 0):
+    """Overwrite the weights of a Codec (or any module, e.g. the official model) in place with
+    input-sensitive random values; returns `target`."""
+    module = target.model if isinstance(target, Codec) else target
     generator = torch.Generator().manual_seed(seed)
-    for parameter in codec.model.parameters():
+    for parameter in module.parameters():
         noise = torch.randn(parameter.shape, generator=generator)
         if parameter.ndim >= 2:
             parameter.copy_(noise / math.sqrt(parameter[0].numel()))
         else:
             parameter.add_(0.1 * noise)
-    return codec
+    return target

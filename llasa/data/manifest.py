@@ -183,11 +183,12 @@ def read_libritts(root: str | Path) -> list[dict]:
 
 
 def read_hf(path: str | Path, *, audio_dir: str | Path | None = None, split: str | None = None,
-            audio_column: str = "audio", text_column: str = "text", speaker_column: str | None = None) -> list[dict]:
+            audio_column: str = "audio", text_column: str = "text") -> list[dict]:
     """A Hugging Face dataset saved with `save_to_disk` (or a local dataset folder).
 
     Audio stored inside the dataset (bytes) is written out under `audio_dir` so that the
-    manifest points at files like every other reader; decoding is left off because
+    manifest points at files like every other reader; a `speaker` or `speaker_id` column
+    names the speaker. Decoding is left off because
     `datasets`' decoders need torchcodec/torchaudio.
     """
     try:
@@ -209,9 +210,10 @@ def read_hf(path: str | Path, *, audio_dir: str | Path | None = None, split: str
         if split not in ds:
             raise ManifestError(f"{path}: no split '{split}' (has {list(ds)})")
         ds = ds[split]
-    missing = [c for c in (audio_column, text_column, speaker_column) if c and c not in ds.column_names]
+    missing = [c for c in (audio_column, text_column) if c not in ds.column_names]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}; the dataset has {ds.column_names}")
+    speaker_column = next((c for c in ("speaker", "speaker_id") if c in ds.column_names), None)
     if isinstance(ds.features[audio_column], datasets.Audio):
         ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
     audio_dir = Path(audio_dir) if audio_dir else path / "audio"

@@ -234,8 +234,9 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
 
     cfg = config if isinstance(config, LMTrainConfig) else LMTrainConfig.from_dict(load_config_file(config))
     out = Path(cfg.output_dir)
+    # cpu=True is what lets accelerate form a gloo process group under torchrun on CPU-only hosts
     accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum
+        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available()
     )
     set_seed(cfg.seed)
     tokenizer = _resolve_tokenizer(cfg)

@@ -16,6 +16,7 @@ from llasa.verify.hf import TransformersEmbedder, pick_device
 
 # one 25 ms mel window: the least Resemblyzer can embed (it pads up to its 1.6 s partials itself)
 _MIN_TRIMMED_SAMPLES = 400
+_SILENCE_PEAK = 1e-4  # -80 dBFS
 
 
 class ResemblyzerEmbedder:
@@ -28,9 +29,9 @@ class ResemblyzerEmbedder:
     def __call__(self, wavs: list[np.ndarray]) -> np.ndarray:
         out = []
         for wav in wavs:
-            # Resemblyzer was trained on loudness-normalised audio with long pauses removed;
-            # a clip that is nearly all silence trims to nothing, so fall back to the raw clip
-            trimmed = self._preprocess(wav)
+            # Resemblyzer was trained on loudness-normalised audio with long pauses removed; digital
+            # silence would normalise to NaN and a near-silent clip trims to nothing: embed those raw
+            trimmed = self._preprocess(wav) if np.abs(wav).max() > _SILENCE_PEAK else wav[:0]
             out.append(self.encoder.embed_utterance(trimmed if trimmed.shape[0] >= _MIN_TRIMMED_SAMPLES else wav))
         return np.stack(out)
 

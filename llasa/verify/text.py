@@ -14,8 +14,13 @@ CHARACTER_LANGUAGES = frozenset({"zh", "ja", "yue"})
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:,\d{3})*(?:\.\d+)?)(st|nd|rd|th)?\b")
 
 
-def _language_code(language: str) -> str:
+def language_code(language: str) -> str:
+    """'en-US', 'zh_CN' -> 'en', 'zh'."""
     return language.lower().replace("_", "-").split("-")[0]
+
+
+def counts_characters(language: str) -> bool:
+    return language_code(language) in CHARACTER_LANGUAGES
 
 
 def _spell_number(match: re.Match, lang: str) -> str:
@@ -38,21 +43,22 @@ def spell_numbers(text: str, language: str = "en") -> str:
     """Digits to words where num2words knows the language; others keep their digits."""
     from num2words import CONVERTER_CLASSES
 
-    lang = _language_code(language)
+    lang = language_code(language)
     if lang not in CONVERTER_CLASSES:
         return text
     return _NUMBER.sub(lambda m: _spell_number(m, lang), text)
 
 
 def normalize(text: str, language: str = "en") -> str:
-    """Lower case, numbers as words, no punctuation (hyphens split words), single spaces."""
+    """Lower case, numbers as words, no punctuation or symbols, single spaces."""
     import jiwer
 
     transform = jiwer.Compose(
         [
             jiwer.ToLowerCase(),
-            jiwer.SubstituteRegexes({r"[-\u2010-\u2015/]": " "}),
-            jiwer.RemovePunctuation(),
+            # apostrophes join ("don't" -> "dont") so a contraction is one word on both sides; any other
+            # punctuation or symbol separates words
+            jiwer.SubstituteRegexes({r"['\u2019]": "", r"[^\w\s]|_": " "}),
             jiwer.RemoveMultipleSpaces(),
             jiwer.Strip(),
         ]
@@ -63,10 +69,10 @@ def normalize(text: str, language: str = "en") -> str:
 def units(text: str, language: str = "en") -> list[str]:
     """The tokens errors and speaking rate are counted in: words, or characters for zh/ja/yue."""
     text = normalize(text, language)
-    if _language_code(language) in CHARACTER_LANGUAGES:
+    if counts_characters(language):
         return [ch for ch in text if not ch.isspace()]
     return text.split()
 
 
 def error_metric(language: str) -> str:
-    return "cer" if _language_code(language) in CHARACTER_LANGUAGES else "wer"
+    return "cer" if counts_characters(language) else "wer"

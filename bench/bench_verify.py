@@ -1,0 +1,58 @@
+"""Verifier cost per candidate on a 3 s recorded clip (LibriVox, pocketsphinx-testdata).
+
+Prints one JSON line. Ratios: ``<name>_rtf`` = seconds of compute per second of audio (baseline:
+the clip's own duration); ``prepare_once_speedup`` = scoring N candidates with the request state
+recomputed for each candidate (the naive loop) over the prepare-once path, both timed here.
+Run: python bench/bench_verify.py [--n 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from llasa.audio import load
+from llasa.verify import CombinedVerifier, VerifyRequest, get_verifier
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+CLIP, PROMPT = "sense_and_sensibility_01_austen_64kb-0880", "sense_and_sensibility_01_austen_64kb-0870"
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=8, help="candidates per request")
+    args = parser.parse_args()
+
+    clip, prompt = load(LIBRIVOX / f"{CLIP}.wav"), load(LIBRIVOX / f"{PROMPT}.wav")
+    seconds = len(clip) / 16_000
+    request = VerifyRequest("he was not an ill disposed young man", prompt_audio=prompt)
+    wavs = [clip] * args.n
+    figures = {"clip_s": round(seconds, 2), "n": args.n, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    for name in ("sim", "wer", "sanity", "dnsmos"):
+        verifier = get_verifier(name)
+        figures[f"{name}_load_s"] = round(timed(lambda: verifier.score(wavs[:1], request, verifier.prepare(request))), 3)
+        state = verifier.prepare(request)
+        per_candidate = timed(lambda: verifier.score(wavs, request, state)) / args.n
+        figures[f"{name}_ms"] = round(1000 * per_candidate, 1)
+        figures[f"{name}_rtf"] = round(per_candidate / seconds, 4)
+
+    combined = CombinedVerifier({"sim": 1.0, "wer": 1.0, "sanity": 0.5}, normalize="rank")
+    combined.score(wavs[:1], request, combined.prepare(request))  # load the models
+    once = timed(lambda: combined.score(wavs, request, combined.prepare(request)))
+    naive = timed(lambda: [combined.score([w], request, combined.prepare(request)) for w in wavs])
+    figures["combined_ms"] = round(1000 * once / args.n, 1)
+    figures["prepare_once_speedup"] = round(naive / once, 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Losses of the X-codec2 recipe (spec/LLASA.md §4.7), written out by hand.
+
+No installed library provides them (auraloss, descript-audio-codec and vocos are not
+available here). The mel loss follows DAC's `MelSpectrogramLoss` as X-codec2 configures it;
+the GAN terms are LSGAN and HiFi-GAN feature matching, averaged over sub-discriminators and
+layers (ParallelWaveGAN's convention, which X-codec2's criteria use) so that a weight of 1
+means the same thing however many sub-discriminators there are.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from llasa.codec.mel_encoder import LogMelSpectrogram
+
+
+class MultiScaleMelLoss(nn.Module):
+    """Sum over scales of the L1 distance between log10 mels (clamped at 1e-5), hop = window / 4."""
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_mels: Sequence[int] = (5, 10, 20, 40, 80, 160, 320),
+        window_lengths: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
+    ):
+        super().__init__()
+        if len(n_mels) != len(window_lengths):
+            raise ValueError(f"{len(n_mels)} mel sizes but {len(window_lengths)} window lengths; give one per scale")
+        self.spectrograms = nn.ModuleList(
+            LogMelSpectrogram(sample_rate=sample_rate, n_fft=window, hop_length=window // 4, n_mels=mels)
+            for mels, window in zip(n_mels, window_lengths)
+        )
+
+    def forward(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(
+            nn.functional.l1_loss(spectrogram(predicted), spectrogram(target)) for spectrogram in self.spectrograms
+        )
+
+
+def _mean(values: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(values).mean()
+
+
+def discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """LSGAN: real towards 1, generated towards 0."""
+    return _mean(
+        [((1 - real.float()) ** 2).mean() + (fake.float() ** 2).mean() for real, fake in zip(real_logits, fake_logits)]
+    )
+
+
+def generator_adversarial_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """LSGAN: generated towards 1."""
+    return _mean([((1 - fake.float()) ** 2).mean() for fake in fake_logits])
+
+
+def feature_matching_loss(real_features: list[list[torch.Tensor]], fake_features: list[list[torch.Tensor]]) -> torch.Tensor:
+    """L1 between the discriminator's activations on real and generated audio (real detached)."""
+    per_discriminator = [
+        _mean([(real.detach().float() - fake.float()).abs().mean() for real, fake in zip(reals, fakes)])
+        for reals, fakes in zip(real_features, fake_features)
+    ]
+    return _mean(per_discriminator)

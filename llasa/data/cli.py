@@ -1,0 +1,112 @@
+"""`llasa data manifest|synth|tokenize`: thin verbs over `llasa.data`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from llasa.data.manifest import add_durations, load_corpus, write_jsonl
+
+    options = {"split": args.split} if args.format == "hf" and args.split else {}
+    items = load_corpus(args.src, args.format, **options)
+    if not args.no_durations:
+        add_durations(items)
+    write_jsonl(items, args.output)
+    hours = sum(it.get("duration") or 0.0 for it in items) / 3600
+    speakers = len({it.get("speaker") for it in items})
+    print(f"{args.output}: {len(items)} utterances, {speakers} speaker(s), {hours:.2f} h")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from llasa.data.synth import synthesize_corpus
+
+    summary = synthesize_corpus(
+        args.out, sentences=args.sentences, hours=args.hours, voices=args.voices, held_out=args.held_out,
+        seed=args.seed, per_sentence=args.per_sentence, workers=args.workers,
+    )
+    print(json.dumps(summary))
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _device(args: argparse.Namespace) -> str:
+    if args.device:
+        return args.device
+    import torch
+
+    # one GPU per process under torchrun / accelerate launch
+    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from llasa.codec import Codec
+    from llasa.data.tokenize import distributed_rank, tokenize_manifest
+    from llasa.lm.vocab import build_tokenizer
+
+    rank, world_size = distributed_rank(args.rank, args.world_size)
+    codec = Codec.from_pretrained(args.codec, device=_device(args))
+    if args.tokenizer:
+        tokenizer, tokenizer_name = AutoTokenizer.from_pretrained(args.tokenizer), str(args.tokenizer)
+    else:
+        tokenizer = build_tokenizer(None, codec.codebook_size)
+        tokenizer_name = f"byte-level (llasa.lm.vocab.build_tokenizer(None, {codec.codebook_size}))"
+    if rank == 0:
+        # the exact tokenizer beside the shards, so training reads the rows as they were made
+        tokenizer.save_pretrained(str(Path(args.out) / "tokenizer"))
+    progress = tokenize_manifest(
+        args.manifest, args.out, codec=codec, tokenizer=tokenizer, codec_name=str(args.codec),
+        tokenizer_name=tokenizer_name, batch_size=args.batch_size, max_length=args.max_length,
+        text_field=args.text_field, rank=rank, world_size=world_size,
+    )
+    print(f"{args.out}: rank {rank}/{world_size}: {progress['rows']} rows, {progress['skipped']} skipped, "
+          f"{progress['seconds'] / 3600:.2f} h of audio")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    from llasa.data.manifest import FORMATS
+    from llasa.data.synth import VOICES
+
+    data = subparsers.add_parser("data", help="corpora: manifests, the synthetic corpus, code shards")
+    verbs = data.add_subparsers(dest="data_command", metavar="VERB", required=True)
+
+    p = verbs.add_parser("manifest", help="read a corpus layout into a JSONL manifest")
+    p.add_argument("src", help="a folder, CSV/JSONL file, LJSpeech or LibriTTS folder, or a saved HF dataset")
+    p.add_argument("-o", "--output", required=True, help="the manifest to write (.jsonl)")
+    p.add_argument("--format", choices=FORMATS, help="the layout (detected when left out)")
+    p.add_argument("--split", help="which split of a Hugging Face DatasetDict")
+    p.add_argument("--no-durations", action="store_true", help="do not read durations from the audio headers")
+    p.set_defaults(handler=_manifest)
+
+    p = verbs.add_parser("synth", help="make an offline multi-speaker English corpus with Debian's TTS voices")
+    p.add_argument("out", help="output folder (resumes when it holds a stopped run with the same settings)")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--sentences", type=int, help="distinct sentences")
+    size.add_argument("--hours", type=float, help="about this many hours of audio")
+    p.add_argument("--voices", nargs="+", metavar="VOICE",
+                   help=f"voices to use ('all' adds non-commercial ones); default: every installed permissive "
+                        f"voice. Known: {', '.join(VOICES)}")
+    p.add_argument("--held-out", nargs="+", metavar="VOICE", help="voices kept for the unseen-speaker test split")
+    p.add_argument("--per-sentence", type=int, default=3, help="seen voices speaking each sentence (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="processes (default: one per CPU core)")
+    p.set_defaults(handler=_synth)
+
+    p = verbs.add_parser("tokenize", help="encode a manifest into code shards (official memmap rows)")
+    p.add_argument("manifest", help="a JSONL manifest")
+    p.add_argument("out", help="output folder of shards (resumes a stopped run)")
+    p.add_argument("--codec", required=True, help="codec directory or hub id")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the byte-level tokenizer for the codec)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=2048, help="row length; longer utterances are skipped")
+    p.add_argument("--text-field", default="text", help="the manifest field to read ('normalized' for spelled-out text)")
+    p.add_argument("--rank", type=int, help="this process's rank (default: $RANK)")
+    p.add_argument("--world-size", type=int, help="number of ranks (default: $WORLD_SIZE)")
+    p.add_argument("--device", help="default: cuda:$LOCAL_RANK when a GPU is present, else cpu")
+    p.set_defaults(handler=_tokenize)

@@ -1,0 +1,272 @@
+"""A stateful, batched speech-token decoder: one prefill, N rows, step by step.
+
+Why not ``model.generate``: search over candidates (best-of-N, beam search over partial
+sequences) needs to stop after K tokens, read every row's codes, and keep / duplicate rows by
+indexing the KV cache, which ``generate`` does not expose. The decoder runs transformers'
+``LlamaModel`` and ``DynamicCache`` unchanged and samples with transformers' own logits
+processors; what it adds is the loop and the bookkeeping:
+
+* the prompt is prefilled once and its cache copied to the N rows (never recomputed);
+* all live rows decode together in one batch, in lock-step, so they share one sequence
+  length and need no padding or attention mask;
+* logits are computed only for the output rows that may be sampled (the speech tokens and
+  <|SPEECH_GENERATION_END|>): about a fifth of the output layer for the official
+  vocabulary, and no text token can ever be emitted;
+* a row that emits the end token (or reaches its budget) leaves the batch and the cache.
+
+Log-probabilities are those of the distribution actually sampled from (after repetition
+penalty, temperature, top-k and top-p); a greedy step has log-probability 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import DynamicCache, LlamaForCausalLM
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from llasa.lm.model import CONTEXT_LENGTH
+from llasa.lm.vocab import SpeechVocab
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Official defaults: temperature 0.8, top_p 1.0 (spec §2.5). ``temperature=0`` is greedy."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self):
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {self.top_k}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def processors(self) -> LogitsProcessorList:
+        """transformers' processors, in the order ``generate`` applies them."""
+        chain = LogitsProcessorList()
+        if self.repetition_penalty != 1.0:
+            chain.append(RepetitionPenaltyLogitsProcessor(float(self.repetition_penalty)))
+        if not self.greedy:
+            if self.temperature != 1.0:
+                chain.append(TemperatureLogitsWarper(float(self.temperature)))
+            if self.top_k is not None:
+                chain.append(TopKLogitsWarper(int(self.top_k)))
+            if self.top_p < 1.0:
+                chain.append(TopPLogitsWarper(float(self.top_p)))
+        return chain
+
+
+@dataclass
+class Row:
+    """One candidate: its new speech codes, whether it has stopped and why, its log-probability."""
+
+    codes: list[int] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str | None = None  # "end" (emitted SGE) or "length" (hit the token budget)
+    logprob: float = 0.0
+
+    def copy(self) -> "Row":
+        return Row(list(self.codes), self.finished, self.stop_reason, self.logprob)
+
+
+class SpeechDecoder:
+    """Decode speech tokens for ``n`` rows that share one prompt.
+
+    >>> dec = SpeechDecoder(model, vocab, prompt, n=8, seed=0)
+    >>> dec.step(25)            # 25 tokens for every live row
+    >>> dec.codes()             # each row's codes so far
+    >>> dec.select([3, 3, 5])   # keep / duplicate rows (beam search), cache included
+    >>> dec.run()               # until every row has ended
+    """
+
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        vocab: SpeechVocab,
+        prompt_ids: Sequence[int],
+        *,
+        n: int = 1,
+        params: SamplingParams = SamplingParams(),
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+        context_length: int = CONTEXT_LENGTH,
+    ):
+        if n < 1:
+            raise ValueError(f"n (number of candidates) must be >= 1, got {n}")
+        prompt_ids = [int(i) for i in prompt_ids]
+        room = context_length - len(prompt_ids)
+        if room < 1:
+            raise ValueError(
+                f"prompt is {len(prompt_ids)} tokens, leaving no room for speech in the {context_length}-token context "
+                "(shorten the text or the voice prompt)"
+            )
+        self.max_new_tokens = room if max_new_tokens is None else min(int(max_new_tokens), room)
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model = model
+        self.vocab = vocab
+        self.params = params
+        self.prompt_length = len(prompt_ids)
+        device = model.get_input_embeddings().weight.device
+        self.device = device
+        self.generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+        self._processors = params.processors()
+        self._weight = model.get_output_embeddings().weight
+        if model.get_output_embeddings().bias is not None:
+            raise ValueError("output layers with a bias are not supported (Llama has none)")
+
+        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+        self.cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            hidden = self._forward(prompt)
+        self.cache.batch_repeat_interleave(n)
+        self._hidden = hidden.expand(n, -1)
+        self.rows = [Row() for _ in range(n)]
+        self._live = list(range(n))  # row index of each batch entry of the cache
+        # only the repetition penalty reads the history; the speech already in the prompt (a
+        # voice) counts, as in generate
+        self._track_history = params.repetition_penalty != 1.0
+        prompt_codes = [i - vocab.speech_offset for i in prompt_ids if vocab.is_speech(i)] if self._track_history else []
+        self._history = torch.tensor([prompt_codes] * n, dtype=torch.long, device=device).reshape(n, -1)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def done(self) -> bool:
+        return not self._live
+
+    @property
+    def steps(self) -> int:
+        """Tokens generated so far by the rows still decoding."""
+        return len(self.rows[self._live[0]].codes) if self._live else max(len(r.codes) for r in self.rows)
+
+    def codes(self) -> list[np.ndarray]:
+        return [np.asarray(r.codes, dtype=np.int64) for r in self.rows]
+
+    def select(self, indices: Sequence[int]) -> None:
+        """Keep rows ``indices`` (in that order, repeats allowed): the new row j is a copy of
+        old row ``indices[j]``, its KV cache included. Beam search keeps B rows and expands
+        each into M with ``select([b for b in best for _ in range(M)])``."""
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise ValueError("select() needs at least one row")
+        bad = [i for i in indices if not 0 <= i < len(self.rows)]
+        if bad:
+            raise IndexError(f"row indices {bad} out of range for {len(self.rows)} rows")
+        position = {row: b for b, row in enumerate(self._live)}
+        batch = [position[i] for i in indices if i in position]
+        self.rows = [self.rows[i].copy() for i in indices]
+        self._live = [j for j, i in enumerate(indices) if i in position]
+        self._take(batch)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.inference_mode()
+    def step(self, k: int = 1) -> int:
+        """Generate up to ``k`` tokens for every live row; returns how many steps ran."""
+        ran = 0
+        while ran < k and self._live:
+            self._step()
+            ran += 1
+        return ran
+
+    def run(self, *, progress: bool = False) -> list[np.ndarray]:
+        """Decode until every row has stopped; returns each row's codes (SGE excluded)."""
+        with tqdm(total=self.max_new_tokens, initial=self.steps, desc="speech tokens", unit="tok",
+                  disable=not progress, leave=False) as bar:  # fmt: skip
+            while self._live:
+                bar.update(self.step(1))
+        return self.codes()
+
+    def _step(self) -> None:
+        scores = self._logits(self._hidden)
+        scores = self._processors(self._history, scores)
+        if self.params.greedy:
+            choice = scores.argmax(dim=-1)
+            logp = torch.zeros(choice.shape, device=scores.device)
+        else:
+            logprobs = torch.log_softmax(scores, dim=-1)
+            choice = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(1)
+            logp = logprobs.gather(1, choice[:, None]).squeeze(1)
+
+        end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
+        keep = []
+        for b, (row_index, token, lp) in enumerate(zip(self._live, choice.tolist(), logp.tolist())):
+            row = self.rows[row_index]
+            row.logprob += lp
+            if token == end:
+                row.finished, row.stop_reason = True, "end"
+                continue
+            row.codes.append(token)
+            if len(row.codes) >= self.max_new_tokens:
+                row.finished, row.stop_reason = True, "length"
+                continue
+            keep.append(b)
+
+        if len(keep) < len(self._live):
+            self._live = [self._live[b] for b in keep]
+            self._take(keep)
+            choice = choice[keep]
+        if not self._live:
+            return
+        if self._track_history:
+            self._history = torch.cat([self._history, choice[:, None]], dim=1)
+        self._hidden = self._forward((choice + self.vocab.speech_offset)[:, None])
+
+    def _take(self, batch: list[int]) -> None:
+        """Re-index the per-batch state (cache, hidden state, history) to entries ``batch``."""
+        if not batch:
+            self.cache = None
+            return
+        index = torch.tensor(batch, dtype=torch.long, device=self.device)
+        self.cache.batch_select_indices(index)
+        self._hidden = self._hidden[index]
+        self._history = self._history[index]
+
+    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Run the decoder over new tokens; the final hidden state of the last position."""
+        out = self.model.model(input_ids=input_ids, cache=self.cache, use_cache=True)
+        return out.last_hidden_state[:, -1]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over [speech codes..., SGE] only: row slices of the output matrix (views, no copy)."""
+        offset, size = self.vocab.speech_offset, self.vocab.codebook_size
+        speech = F.linear(hidden, self._weight[offset : offset + size])
+        end = F.linear(hidden, self._weight[self.vocab.sge_id : self.vocab.sge_id + 1])
+        return torch.cat([speech, end], dim=-1).float()
+
+
+def generate_codes(
+    model: LlamaForCausalLM,
+    vocab: SpeechVocab,
+    prompt_ids: Sequence[int],
+    *,
+    n: int = 1,
+    params: SamplingParams = SamplingParams(),
+    seed: int | None = None,
+    max_new_tokens: int | None = None,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """Sample ``n`` speech-code sequences after one shared prefill (the whole run of a decoder)."""
+    decoder = SpeechDecoder(model, vocab, prompt_ids, n=n, params=params, seed=seed, max_new_tokens=max_new_tokens)
+    return decoder.run(progress=progress)

@@ -1,0 +1,1 @@
+"""Training: the Llasa LM and the X-codec2 codec."""

@@ -1,0 +1,541 @@
+"""Codec training: the X-codec2 GAN recipe (spec/LLASA.md §4.7) on transformers' X-codec2.
+
+Generator loss = mel * multi-scale log-mel L1 + adversarial * LSGAN + feature_matching *
+(MPD + spec-D feature matching) [+ semantic * MSE to the frozen w2v-BERT features, for the
+waveform model only: its own semantic encoder is the teacher]. One iteration is a
+discriminator step then a generator step, both AdamW (0.8, 0.9) with gradient clipping and
+a quadratic-warmup / linear-decay schedule. `gan_start_step` trains on reconstruction alone
+first, which is common practice and far cheaper on a CPU; the discriminators' schedule starts
+when they do.
+
+A nanoGPT-style loop: the batch of step s is a pure function of (seed, s), and a checkpoint
+holds everything else that moves (weights, optimisers, schedules, RNG), so a run killed at any
+point and restarted continues from its last checkpoint exactly as if uninterrupted. Each
+checkpoint's generator is a codec directory (`config.json` + `model.safetensors`) that
+`llasa.codec` loads; the final one is copied to `<output_dir>/codec`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2SemanticAdapter
+
+from llasa.audio import SAMPLE_RATE, load as load_audio, resample
+from llasa.codec import loading
+from llasa.codec.configs import codebook_size, get_config
+from llasa.codec.discriminators import MultiPeriodDiscriminator, MultiResolutionSpecDiscriminator
+from llasa.codec.features import semantic_features
+from llasa.codec.losses import (
+    MultiScaleMelLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from llasa.codec.mel_encoder import build_codec_model, is_mel_config
+from llasa.config import load_config_file
+from llasa.data.manifest import AUDIO_SUFFIXES, read_jsonl
+
+LOG_FILE = "log.jsonl"
+STATE_FILE = "training_state.pt"
+FINAL_DIR = "codec"
+
+# Official values where the recipe has them (spec/LLASA.md §4.7); `output_dir` and `data.train`
+# have no sensible default.
+DEFAULTS: dict[str, Any] = {
+    "output_dir": None,
+    "model": "small",  # a llasa.codec preset name or a dict of Xcodec2Config fields
+    "init_from": None,  # a codec directory (either layout) to fine-tune instead of random weights
+    "data": {
+        "train": None,  # a JSONL manifest (`audio` per line) or a folder of audio files
+        "eval": None,  # the same; if absent the last `eval_clips` training files are held out
+        "eval_clips": 8,
+        "eval_seconds": 2.0,
+        "crop_seconds": 6.0,
+        "batch_size": 8,
+    },
+    "loss": {
+        "mel": 15.0,
+        "adversarial": 1.0,
+        "feature_matching": 1.0,
+        "semantic": 5.0,
+        "gan_start_step": 0,
+        "mel_n_mels": [5, 10, 20, 40, 80, 160, 320],
+        "mel_window_lengths": [32, 64, 128, 256, 512, 1024, 2048],
+    },
+    "discriminators": {
+        "mpd": {"periods": [2, 3, 5, 7, 11], "channels": 16, "max_channels": 512},
+        "spec": {
+            "fft_sizes": [78, 126, 206, 334, 542, 876, 1418, 2296],
+            "hop_sizes": [39, 63, 103, 167, 271, 438, 709, 1148],
+            "channels": 32,
+            "max_channels": 512,
+        },
+    },
+    "optim": {
+        "lr": 1e-4,
+        "warmup_start_lr": 1e-5,
+        "final_lr": 2e-5,
+        "warmup_steps": 3000,
+        "decay_steps": 400_000,
+        "betas": [0.8, 0.9],
+        "weight_decay": 0.01,
+        "grad_clip": 1.0,
+    },
+    "train": {
+        "max_steps": 100_000,
+        "seed": 0,
+        "device": "auto",
+        "bf16": True,  # autocast for the generator; FSQ, STFTs and losses stay fp32
+        "bf16_discriminators": False,  # narrow 2-D convs ran slower in bf16 on CPU
+        "threads": None,
+        "log_every": 10,
+        "eval_every": 500,
+        "save_every": 500,
+        "keep_checkpoints": 2,
+    },
+}
+
+
+# config ---------------------------------------------------------------------------------------
+
+
+def _merge(defaults: dict, given: dict, where: str) -> dict:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown codec training option(s) {', '.join(where + k for k in unknown)}; "
+                         f"known: {', '.join(where + k for k in defaults)}")
+    merged = copy.deepcopy(defaults)
+    for key, value in given.items():
+        if isinstance(defaults[key], dict) and key != "model":
+            if not isinstance(value, dict):
+                raise ValueError(f"codec training option {where}{key} must be a mapping, got {value!r}")
+            merged[key] = _merge(defaults[key], value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(source: str | Path | dict) -> dict[str, Any]:
+    """A YAML/JSON recipe (or a dict) merged over DEFAULTS; unknown or missing options raise."""
+    config = _merge(DEFAULTS, load_config_file(source), "")
+    for key in ("output_dir",):
+        if not config[key]:
+            raise ValueError(f"codec training config needs `{key}`")
+    if not config["data"]["train"]:
+        raise ValueError("codec training config needs `data.train` (a JSONL manifest or a folder of audio)")
+    hop = get_config(config["model"]).hop_length
+    for key in ("crop_seconds", "eval_seconds"):
+        samples = config["data"][key] * SAMPLE_RATE
+        if samples != int(samples) or int(samples) % hop:
+            raise ValueError(f"data.{key}={config['data'][key]} must be a whole number of {hop}-sample codec frames")
+    return config
+
+
+# data -----------------------------------------------------------------------------------------
+
+
+def list_audio(source: str | Path) -> list[str]:
+    """A JSONL manifest (`audio` per line; relative paths from its folder) or a folder of audio."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    elif path.is_file():
+        items = read_jsonl(path)
+        missing = [n for n, item in enumerate(items, 1) if not item.get("audio")]
+        if missing:
+            raise ValueError(f"{path}: line(s) {missing[:10]} have no `audio` field")
+        files = [item["audio"] for item in items]
+    else:
+        raise FileNotFoundError(f"training audio not found: {path} (expected a JSONL manifest or a folder)")
+    if not files:
+        raise ValueError(f"{path}: no audio files")
+    return files
+
+
+class CropSampler:
+    """Random fixed-length crops; the batch of a step depends only on (seed, step).
+
+    Short files are zero-padded at the end, as the official data module does. Files at 16 kHz
+    are read crop by crop; others are decoded whole and resampled.
+    """
+
+    def __init__(self, files: list[str], crop_samples: int, seed: int):
+        self.files, self.crop, self.seed = files, crop_samples, seed
+        self.infos = [sf.info(f) for f in tqdm(files, desc="index audio", unit="file", leave=False)]
+
+    def read(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
+        """A crop of file `index`: random if `rng` is given, else its beginning."""
+        info = self.infos[index]
+        length = int(info.frames * SAMPLE_RATE / info.samplerate)
+        offset = int(rng.integers(0, max(1, length - self.crop + 1))) if rng is not None else 0
+        if info.samplerate == SAMPLE_RATE:
+            wav, _ = sf.read(self.files[index], start=offset, frames=self.crop, dtype="float32", always_2d=True)
+            wav = wav.mean(axis=1)
+        else:
+            wav = load_audio(self.files[index])[offset : offset + self.crop]
+        return np.pad(wav, (0, self.crop - len(wav)))
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, step])
+        indices = rng.integers(0, len(self.files), size=batch_size)
+        return torch.from_numpy(np.stack([self.read(int(i), rng) for i in indices]))[:, None]
+
+
+# model parts ----------------------------------------------------------------------------------
+
+
+class SemanticHead(nn.Module):
+    """Training-only: quantized latents -> predicted w2v-BERT features (official fc_post_s +
+    SemanticDecoder, here X-codec2's own adapter block). Not part of the saved codec."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.fc = nn.Linear(config.quantization_dim, config.semantic_model_config.hidden_size)
+        self.decoder = Xcodec2SemanticAdapter(config)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, quantization_dim, T) -> (B, semantic hidden, T)."""
+        return self.decoder(self.fc(latents.transpose(1, 2)).transpose(1, 2))
+
+
+def lr_factor(step: int, optim: dict) -> float:
+    """Fraction of `lr` at `step`: quadratic warmup from warmup_start_lr, linear decay to final_lr."""
+    peak, start, final = optim["lr"], optim["warmup_start_lr"], optim["final_lr"]
+    warmup, decay = optim["warmup_steps"], optim["decay_steps"]
+    if step < warmup:
+        return (start + (peak - start) * (step / warmup) ** 2) / peak
+    progress = min(1.0, (step - warmup) / decay) if decay > 0 else 1.0
+    return (peak - (peak - final) * progress) / peak
+
+
+def _build_generator(config: dict):
+    if config["init_from"]:
+        directory = loading.resolve(config["init_from"])
+        model_config, state = loading.read_checkpoint(directory)
+        model = build_codec_model(model_config)
+        loading.load_strict(model, state, source=f"'{directory}'")
+        return model
+    return build_codec_model(get_config(copy.deepcopy(config["model"])))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# checkpoints ----------------------------------------------------------------------------------
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in (output_dir / "checkpoints").glob("step_*") if (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not log_path.exists():
+        return
+    kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    log_path.write_text("".join(line + "\n" for line in kept))
+
+
+# the loop -------------------------------------------------------------------------------------
+
+
+class CodecTrainer:
+    """One training run: models, optimisers, data and the step function, for `train_codec`."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        train, loss, optim = config["train"], config["loss"], config["optim"]
+        if train["threads"]:
+            torch.set_num_threads(int(train["threads"]))
+        self.device = _device(train["device"])
+        torch.manual_seed(train["seed"])
+        self.generator = _build_generator(config).to(self.device).train()
+        self.mel_model = is_mel_config(self.generator.config)
+        self.semantic_head = None
+        if not self.mel_model:
+            self.generator.semantic_encoder.requires_grad_(False)
+            if loss["semantic"] > 0:
+                self.semantic_head = SemanticHead(self.generator.config).to(self.device)
+        elif loss["semantic"] > 0:
+            raise ValueError(
+                "loss.semantic > 0 needs a semantic teacher, which only the waveform X-codec2 has "
+                "(its w2v-BERT); set loss.semantic: 0 for encoder_type: mel"
+            )
+        disc = config["discriminators"]
+        self.discriminators = nn.ModuleDict(
+            {"mpd": MultiPeriodDiscriminator(**disc["mpd"]), "spec": MultiResolutionSpecDiscriminator(**disc["spec"])}
+        ).to(self.device)
+        self.mel_loss = MultiScaleMelLoss(
+            self.generator.config.sampling_rate, loss["mel_n_mels"], loss["mel_window_lengths"]
+        ).to(self.device)
+
+        generator_params = [p for p in self.generator.parameters() if p.requires_grad]
+        if self.semantic_head is not None:
+            generator_params += list(self.semantic_head.parameters())
+        self.generator_params = generator_params
+        adamw = dict(lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"])
+        self.opt_g = torch.optim.AdamW(generator_params, **adamw)
+        self.opt_d = torch.optim.AdamW(self.discriminators.parameters(), **adamw)
+        schedule = lambda step: lr_factor(step, optim)  # noqa: E731
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
+        self.step = 0
+
+        data = config["data"]
+        files = list_audio(data["train"])
+        if data["eval"]:
+            eval_files = list_audio(data["eval"])
+        else:
+            if len(files) <= data["eval_clips"]:
+                raise ValueError(f"{data['train']}: {len(files)} files; need more than eval_clips={data['eval_clips']}")
+            files, eval_files = files[: -data["eval_clips"]], files[-data["eval_clips"] :]
+        self.sampler = CropSampler(files, int(data["crop_seconds"] * SAMPLE_RATE), train["seed"])
+        held_out = CropSampler(eval_files[: data["eval_clips"]], int(data["eval_seconds"] * SAMPLE_RATE), train["seed"])
+        self.eval_batch = torch.from_numpy(np.stack([held_out.read(i, None) for i in range(len(held_out.files))]))[:, None]
+
+    # state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "discriminators": self.discriminators.state_dict(),
+            "semantic_head": self.semantic_head.state_dict() if self.semantic_head is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "config": self.config,
+        }
+
+    def save(self, output_dir: Path) -> Path:
+        """Write checkpoints/step_N atomically (a temporary folder renamed when complete)."""
+        final = output_dir / "checkpoints" / f"step_{self.step:08d}"
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        self.generator.save_pretrained(str(partial))
+        torch.save(self.state_dict(), partial / STATE_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        for old in _checkpoints(output_dir)[: -self.config["train"]["keep_checkpoints"]]:
+            shutil.rmtree(old)
+        return final
+
+    def load(self, checkpoint: Path) -> None:
+        state = torch.load(checkpoint / STATE_FILE, map_location=self.device, weights_only=True)
+        if state["config"]["model"] != self.config["model"] or state["config"]["discriminators"] != self.config["discriminators"]:
+            raise ValueError(
+                f"{checkpoint} was trained with another model or discriminator config; "
+                "use a new output_dir or resume=False (--no-resume)"
+            )
+        weights = load_file(checkpoint / "model.safetensors", device=str(self.device))
+        loading.load_strict(self.generator, weights, source=f"'{checkpoint}'")
+        self.discriminators.load_state_dict(state["discriminators"])
+        if self.semantic_head is not None:
+            self.semantic_head.load_state_dict(state["semantic_head"])
+        for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
+            getattr(self, name).load_state_dict(state[name])
+        torch.set_rng_state(state["rng"].cpu())
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = state["step"]
+
+    # one step ---------------------------------------------------------------------------
+
+    def _autocast(self, enabled: bool):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def reconstruct(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, 1, N) -> (reconstruction, codes, semantic loss or None)."""
+        with self._autocast(self.config["train"]["bf16"]):
+            if self.mel_model:
+                encoded = self.generator.encode(wav, output_latents=True)
+                features = None
+            else:
+                features = torch.stack([semantic_features(w[0].numpy()) for w in wav.cpu()]).to(self.device)
+                encoded = self.generator.encode(wav, input_features=features, output_latents=True)
+            recon = self.generator.decode(latents=encoded.latents).audio_values[..., : wav.shape[-1]]
+            semantic = None
+            if self.semantic_head is not None and self.semantic_head.training:
+                with torch.no_grad():
+                    target = self.generator.semantic_encoder(features).last_hidden_state.transpose(1, 2)
+                predicted = self.semantic_head(encoded.latents)
+                semantic = nn.functional.mse_loss(predicted.float(), target.float())
+        return recon.float(), encoded.audio_codes, semantic
+
+    def _discriminate(self, wav: torch.Tensor):
+        with self._autocast(self.config["train"]["bf16_discriminators"]):
+            return {name: d(wav) for name, d in self.discriminators.items()}
+
+    def train_step(self, wav: torch.Tensor) -> dict[str, float]:
+        loss_cfg, clip = self.config["loss"], self.config["optim"]["grad_clip"]
+        gan = self.step >= loss_cfg["gan_start_step"]
+        recon, _, semantic = self.reconstruct(wav)
+        stats: dict[str, float] = {}
+
+        if gan:
+            self.discriminators.requires_grad_(True)
+            real, fake = self._discriminate(wav), self._discriminate(recon.detach())
+            d_loss = sum(discriminator_loss(real[n][0], fake[n][0]) for n in real)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            stats["d_grad_norm"] = float(nn.utils.clip_grad_norm_(self.discriminators.parameters(), clip))
+            self.opt_d.step()
+            self.sched_d.step()
+            stats["d_loss"] = float(d_loss)
+
+        mel = self.mel_loss(recon, wav)
+        total = loss_cfg["mel"] * mel
+        stats["mel"] = float(mel)
+        if gan:
+            self.discriminators.requires_grad_(False)  # no discriminator gradients from the G step
+            fake = self._discriminate(recon)
+            with torch.no_grad():
+                real = self._discriminate(wav)
+            adversarial = sum(generator_adversarial_loss(fake[n][0]) for n in fake)
+            total = total + loss_cfg["adversarial"] * adversarial
+            stats["adversarial"] = float(adversarial)
+            for name in fake:
+                matching = feature_matching_loss(real[name][1], fake[name][1])
+                total = total + loss_cfg["feature_matching"] * matching
+                stats[f"fm_{name}"] = float(matching)
+        if semantic is not None:
+            total = total + loss_cfg["semantic"] * semantic
+            stats["semantic"] = float(semantic)
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        stats["g_grad_norm"] = float(nn.utils.clip_grad_norm_(self.generator_params, clip))
+        self.opt_g.step()
+        self.sched_g.step()
+        stats["g_loss"] = float(total)
+        stats["lr"] = self.sched_g.get_last_lr()[0]
+        self.step += 1
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Multi-scale mel L1 of the held-out clips' resynthesis, and the share of codes used."""
+        self.generator.eval()
+        if self.semantic_head is not None:
+            self.semantic_head.eval()
+        try:
+            wav = self.eval_batch.to(self.device)
+            recon, codes, _ = self.reconstruct(wav)
+            return {
+                "eval_mel": float(self.mel_loss(recon, wav)),
+                "codes_used": len(torch.unique(codes)) / codebook_size(self.generator.config),
+            }
+        finally:
+            self.generator.train()
+            if self.semantic_head is not None:
+                self.semantic_head.train()
+
+
+def train_codec(config: dict | str | Path, *, resume: bool = True, max_steps: int | None = None) -> Path:
+    """Train (or resume training) a codec; returns the directory of the final codec.
+
+    The output directory gets `checkpoints/step_N/` (codec + training state), `log.jsonl` and,
+    when matplotlib is installed, `curve.png`. With `resume=False` existing checkpoints there
+    are deleted first. `max_steps` overrides `train.max_steps` (stop early, resume later).
+    """
+    config = load_config(config)
+    train = config["train"]
+    output_dir = Path(config["output_dir"])
+    log_path = output_dir / LOG_FILE
+    last_step = int(max_steps if max_steps is not None else train["max_steps"])
+
+    trainer = CodecTrainer(config)
+    checkpoints = _checkpoints(output_dir)
+    if checkpoints and resume:
+        trainer.load(checkpoints[-1])
+        tqdm.write(f"resuming from {checkpoints[-1]} (step {trainer.step})")
+    else:
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _truncate_log(log_path, trainer.step)
+    (output_dir / "train_config.json").write_text(json.dumps(config, indent=2))
+
+    batch_size = config["data"]["batch_size"]
+    window: dict[str, list[float]] = {}
+    window_start = time.perf_counter()
+    with open(log_path, "a") as log, tqdm(
+        total=last_step, initial=trainer.step, desc="train codec", unit="step"
+    ) as progress:
+
+        def write(record: dict) -> None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+        while trainer.step < last_step:
+            wav = trainer.sampler.batch(trainer.step, batch_size).to(trainer.device)
+            for key, value in trainer.train_step(wav).items():
+                window.setdefault(key, []).append(value)
+            progress.update(1)
+            step = trainer.step
+            if step % train["log_every"] == 0 or step == last_step:
+                elapsed = time.perf_counter() - window_start
+                record = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()}}
+                record["steps_per_s"] = len(window["mel"]) / elapsed
+                write(record)
+                progress.set_postfix(mel=f"{record['mel']:.3f}", steps_s=f"{record['steps_per_s']:.2f}")
+                window, window_start = {}, time.perf_counter()
+            if step % train["eval_every"] == 0 or step == last_step:
+                record = {"step": step, **trainer.evaluate()}
+                write(record)
+                tqdm.write(json.dumps(record))
+            if step % train["save_every"] == 0 or step == last_step:
+                trainer.save(output_dir)
+                window_start = time.perf_counter()  # saving is not training time
+
+    final = output_dir / FINAL_DIR
+    shutil.rmtree(final, ignore_errors=True)
+    trainer.generator.save_pretrained(str(final))
+    try:
+        plot_log(log_path, output_dir / "curve.png")
+    except ImportError:
+        tqdm.write("matplotlib is not installed: no curve.png (pip install matplotlib, then llasa.train.codec.plot_log)")
+    return final
+
+
+def plot_log(log_path: str | Path, png_path: str | Path) -> Path:
+    """Training curve (train mel, eval mel, GAN terms) from a log.jsonl; needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, axis in (("mel", left), ("eval_mel", left), ("adversarial", right), ("d_loss", right),
+                      ("fm_mpd", right), ("fm_spec", right)):
+        points = [(r["step"], r[key]) for r in records if key in r and math.isfinite(r[key])]
+        if points:
+            axis.plot(*zip(*points), label=key)
+    left.set(xlabel="step", ylabel="multi-scale log-mel L1", title="reconstruction")
+    right.set(xlabel="step", title="GAN terms")
+    for axis in (left, right):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return Path(png_path)

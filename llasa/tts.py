@@ -1,0 +1,321 @@
+"""Text (+ a voice) -> 16 kHz speech: prompt, sample speech codes, decode them with the codec.
+
+A :class:`Voice` is a reference clip encoded once (its codes and transcript) and reusable;
+it is saved as a small JSON profile. Long text is split at sentence boundaries into chunks
+that fit the 2048-token context, each chunk is spoken with the same voice prompt, and the
+pieces are joined with short cross-fades.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llasa import audio as audio_io
+from llasa.lm import model as lm_model
+from llasa.lm.prompt import check_text, prompt_ids
+from llasa.lm.sampling import SamplingParams, SpeechDecoder
+from llasa.lm.vocab import SpeechVocab
+
+MIN_VOICE_SECONDS = 1.0
+# a voice may take at most about half the context (1000 of 2048 tokens at 50 Hz), leaving room to speak
+MAX_VOICE_SECONDS = 20.0
+MAX_CHUNK_CHARS = 300
+VOICE_FORMAT = "llasa-voice"
+
+# Upper bounds on speaking time used to cap generation: slow speech runs ~8 characters/s in
+# alphabetic scripts and ~3 syllables (= characters) per second in CJK scripts; the headroom
+# covers leading/trailing silence. A model that never emits the end token stops here.
+_SECONDS_PER_CHAR = 0.125
+_SECONDS_PER_WIDE_CHAR = 0.4
+_HEADROOM_SECONDS = 2.0
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？；])")
+_CLAUSE_END = re.compile(r"(?<=[,;:，、：])\s*")
+
+
+def default_model_path() -> str | None:
+    """The model `llasa tts` uses when --model is not given (none is published yet)."""
+    return None
+
+
+def default_codec_path() -> str | None:
+    """The codec `llasa tts` uses when --codec is not given (none is published yet)."""
+    return None
+
+
+@dataclass
+class Voice:
+    """A reference voice: the codec codes of a clip and its transcript."""
+
+    codes: np.ndarray
+    text: str
+    name: str = "voice"
+    codebook_size: int | None = None
+    frame_rate: float = 50.0
+
+    @property
+    def seconds(self) -> float:
+        return len(self.codes) / self.frame_rate
+
+    @classmethod
+    def from_audio(
+        cls,
+        codec,
+        audio: audio_io.AudioLike,
+        text: str,
+        *,
+        name: str | None = None,
+        source_rate: int | None = None,
+        max_seconds: float = MAX_VOICE_SECONDS,
+    ) -> "Voice":
+        """Encode a reference clip (path, bytes or array) with its transcript.
+
+        Clips shorter than 1 s are rejected; clips longer than ``max_seconds`` are cut to
+        that length with a warning (the transcript must then be cut to match)."""
+        check_text(text, what="voice transcript")
+        wav = audio_io.load(audio, codec.sample_rate, source_rate=source_rate, min_seconds=MIN_VOICE_SECONDS)
+        limit = int(max_seconds * codec.sample_rate)
+        if len(wav) > limit:
+            warnings.warn(
+                f"voice clip is {len(wav) / codec.sample_rate:.1f} s; only its first {max_seconds:g} s fit the "
+                "context and are used: make sure the transcript covers only that part",
+                stacklevel=2,
+            )
+            wav = wav[:limit]
+        if name is None:
+            name = Path(audio).stem if isinstance(audio, (str, Path)) else "voice"
+        return cls(
+            codes=np.asarray(codec.encode(wav), dtype=np.int64),
+            text=text,
+            name=name,
+            codebook_size=codec.codebook_size,
+            frame_rate=codec.sample_rate / codec.hop_length,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        profile = {
+            "format": VOICE_FORMAT,
+            "version": 1,
+            "name": self.name,
+            "text": self.text,
+            "codebook_size": self.codebook_size,
+            "frame_rate": self.frame_rate,
+            "codes": self.codes.tolist(),
+        }
+        path.write_text(json.dumps(profile, ensure_ascii=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Voice":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"'{path}': no such voice profile")
+        try:
+            profile = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"'{path}' is not a voice profile (invalid JSON: {exc})") from None
+        if not isinstance(profile, dict) or profile.get("format") != VOICE_FORMAT:
+            raise ValueError(f"'{path}' is not a voice profile (expected \"format\": \"{VOICE_FORMAT}\")")
+        missing = [k for k in ("text", "codes") if k not in profile]
+        if missing:
+            raise ValueError(f"'{path}': voice profile lacks {', '.join(missing)}")
+        codes = np.asarray(profile["codes"], dtype=np.int64)
+        if codes.ndim != 1 or codes.size == 0:
+            raise ValueError(f"'{path}': voice profile has no codes")
+        return cls(
+            codes=codes,
+            text=profile["text"],
+            name=profile.get("name", path.stem),
+            codebook_size=profile.get("codebook_size"),
+            frame_rate=float(profile.get("frame_rate", 50.0)),
+        )
+
+
+def speaking_seconds(text: str) -> float:
+    """A generous upper bound on how long ``text`` takes to say (see the rates above)."""
+    seconds = _HEADROOM_SECONDS
+    for ch in text:
+        if ch.isspace():
+            continue
+        seconds += _SECONDS_PER_WIDE_CHAR if unicodedata.east_asian_width(ch) in "WF" else _SECONDS_PER_CHAR
+    return seconds
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(" ".join(text.split()))) if s]
+
+
+class Synthesizer:
+    """A Llasa model, its tokenizer and its codec, ready to speak."""
+
+    def __init__(self, model, tokenizer, codec, *, context_length: int = lm_model.CONTEXT_LENGTH):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.codec = codec
+        self.context_length = context_length
+        self.vocab: SpeechVocab = lm_model.check_vocabulary(model, tokenizer, codec.codebook_size)
+        self.frame_rate = codec.sample_rate / codec.hop_length
+        self.sample_rate = codec.sample_rate
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str | Path, codec, *, device: str | torch.device = "cpu", dtype: torch.dtype | str = "auto"
+    ) -> "Synthesizer":
+        """``model``: HKUSTAudio/Llasa-1B/3B/8B or a local directory; ``codec``: a hub id, a
+        local directory, or a loaded :class:`llasa.codec.Codec`."""
+        from llasa.codec import Codec
+
+        lm, tokenizer = lm_model.load(model, device=device, dtype=dtype)
+        if not isinstance(codec, Codec):
+            codec = Codec.from_pretrained(codec, device=device)
+        return cls(lm, tokenizer, codec)
+
+    # ----------------------------------------------------------------- voices and prompts
+    def voice(self, audio: audio_io.AudioLike, text: str, *, name: str | None = None, source_rate: int | None = None) -> Voice:
+        """Encode a reference clip once; pass the result to :meth:`tts` as often as needed."""
+        max_seconds = min(MAX_VOICE_SECONDS, self.context_length // 2 / self.frame_rate)
+        return Voice.from_audio(self.codec, audio, text, name=name, source_rate=source_rate, max_seconds=max_seconds)
+
+    def _check_voice(self, voice: Voice | None) -> None:
+        if voice is not None and voice.codebook_size not in (None, self.vocab.codebook_size):
+            raise ValueError(
+                f"voice '{voice.name}' was encoded with a codec of {voice.codebook_size} codes, but this model "
+                f"speaks {self.vocab.codebook_size}: re-create the voice with this model's codec"
+            )
+
+    def prompt(self, text: str, voice: Voice | None = None) -> list[int]:
+        self._check_voice(voice)
+        return prompt_ids(
+            self.tokenizer,
+            text,
+            voice_text=voice.text if voice else None,
+            voice_codes=voice.codes if voice else None,
+            vocab=self.vocab,
+        )
+
+    def max_new_tokens(self, text: str) -> int:
+        """The token budget of one chunk: its speaking time at the codec's frame rate."""
+        return math.ceil(speaking_seconds(text) * self.frame_rate)
+
+    def _fits(self, text: str, voice: Voice | None, max_chunk_chars: int) -> bool:
+        if len(text) > max_chunk_chars:
+            return False
+        return len(self.prompt(text, voice)) + self.max_new_tokens(text) <= self.context_length
+
+    def split_text(self, text: str, voice: Voice | None = None, *, max_chunk_chars: int = MAX_CHUNK_CHARS) -> list[str]:
+        """Chunks of whole sentences that each fit the context (prompt + speech budget) and
+        ``max_chunk_chars``; a sentence too long on its own is cut at clauses, then words."""
+        check_text(text, self.tokenizer)
+        chunks: list[str] = []
+        for sentence in split_sentences(text):
+            for piece in self._pieces(sentence, voice, max_chunk_chars):
+                joined = f"{chunks[-1]} {piece}" if chunks else piece
+                if chunks and self._fits(joined, voice, max_chunk_chars):
+                    chunks[-1] = joined
+                else:
+                    chunks.append(piece)
+        # punctuation-only pieces ("...") are not spoken on their own
+        return [c for c in chunks if any(unicodedata.category(ch)[0] in "LN" for ch in c)]
+
+    def _pieces(self, sentence: str, voice: Voice | None, max_chunk_chars: int) -> list[str]:
+        if self._fits(sentence, voice, max_chunk_chars):
+            return [sentence]
+        for splitter in (_CLAUSE_END.split, str.split):
+            parts = [p.strip() for p in splitter(sentence) if p.strip()]
+            if len(parts) > 1:
+                pieces: list[str] = []
+                for part in parts:
+                    joined = f"{pieces[-1]} {part}" if pieces else part
+                    if pieces and self._fits(joined, voice, max_chunk_chars):
+                        pieces[-1] = joined
+                    else:
+                        pieces.extend(self._pieces(part, voice, max_chunk_chars))
+                return pieces
+        # one unbreakable word (or CJK run without punctuation): cut by characters
+        if len(sentence) > 1:
+            half = len(sentence) // 2
+            return self._pieces(sentence[:half], voice, max_chunk_chars) + self._pieces(sentence[half:], voice, max_chunk_chars)
+        raise ValueError(
+            "the voice prompt leaves no room to speak even one character in the "
+            f"{self.context_length}-token context: use a shorter voice clip"
+        )
+
+    # ----------------------------------------------------------------- synthesis
+    def decoder(
+        self,
+        text: str,
+        voice: Voice | None = None,
+        *,
+        n: int = 1,
+        params: SamplingParams = SamplingParams(),
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> SpeechDecoder:
+        """A prefilled decoder for one chunk of text, for callers that step and select rows."""
+        budget = self.max_new_tokens(text) if max_new_tokens is None else max_new_tokens
+        return SpeechDecoder(
+            self.model,
+            self.vocab,
+            self.prompt(text, voice),
+            n=n,
+            params=params,
+            seed=seed,
+            max_new_tokens=budget,
+            context_length=self.context_length,
+        )
+
+    def decode(self, codes: Sequence[np.ndarray], voice: Voice | None = None) -> list[np.ndarray]:
+        """Speech codes -> audio. With a voice the codes are decoded after the voice's codes
+        (as the official card does, so the codec sees the context) and the voice's part is cut."""
+        prefix = voice.codes if voice is not None else np.zeros(0, dtype=np.int64)
+        full = [np.concatenate([prefix, np.asarray(c, dtype=np.int64)]) for c in codes]
+        keep = [i for i, c in enumerate(codes) if len(c)]
+        out = [np.zeros(0, dtype=np.float32) for _ in codes]
+        if keep:
+            for i, wav in zip(keep, self.codec.decode([full[i] for i in keep])):
+                out[i] = np.asarray(wav, dtype=np.float32)[len(prefix) * self.codec.hop_length :]
+        return out
+
+    def tts(
+        self,
+        text: str,
+        voice: Voice | None = None,
+        *,
+        temperature: float = 0.8,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        n: int = 1,
+        max_chunk_chars: int = MAX_CHUNK_CHARS,
+        progress: bool = True,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Speak ``text`` (in ``voice`` when given): 16 kHz float32 audio of the new speech only.
+
+        ``n > 1`` samples n candidates after one shared prefill per chunk and returns a list of
+        n arrays (candidate i joins the i-th sample of every chunk); ``n == 1`` returns one array.
+        ``temperature=0`` decodes greedily. Under a ``seed`` the result is reproducible.
+        """
+        params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
+        self._check_voice(voice)
+        chunks = self.split_text(text, voice, max_chunk_chars=max_chunk_chars)
+        pieces: list[list[np.ndarray]] = []  # [chunk][candidate]
+        for i, chunk in enumerate(tqdm(chunks, desc="chunks", unit="chunk", disable=not progress or len(chunks) < 2)):
+            chunk_seed = None if seed is None else seed + i
+            codes = self.decoder(chunk, voice, n=n, params=params, seed=chunk_seed).run(progress=progress)
+            pieces.append(self.decode(codes, voice))
+        candidates = [audio_io.crossfade_concat([p[j] for p in pieces], self.sample_rate) for j in range(n)]
+        return candidates[0] if n == 1 else candidates

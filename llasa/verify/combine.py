@@ -1,0 +1,99 @@
+"""A weighted sum of verifiers whose totals are normalised within the batch first.
+
+Raw totals live on unrelated scales (cosine 0-1, -WER, MOS 1-5, sanity 0-1), so each verifier's
+totals over the candidates of one request are z-scored or ranked before weighting: only the
+ordering a verifier induces on this batch matters, as in F5-TTS's reward combiner.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from llasa.verify.base import Score, Verifier, VerifyRequest
+from llasa.verify.registry import get_verifier
+
+NORMALIZATIONS = ("zscore", "rank", "none")
+
+
+def normalize_batch(values: Sequence[float], method: str = "zscore") -> np.ndarray:
+    """``zscore``: mean 0, std 1 (all 0 when every value is equal). ``rank``: average ranks mapped
+    to [0, 1] (0.5 for a batch of one or all ties). ``none``: unchanged."""
+    x = np.asarray(values, dtype=np.float64)
+    if method == "none":
+        return x
+    if method == "zscore":
+        std = x.std()
+        return (x - x.mean()) / std if std > 0 else np.zeros_like(x)
+    if method == "rank":
+        from scipy.stats import rankdata
+
+        if x.size < 2:
+            return np.full_like(x, 0.5)
+        return (rankdata(x, method="average") - 1) / (x.size - 1)
+    raise ValueError(f"unknown normalisation {method!r}; choose one of {NORMALIZATIONS}")
+
+
+def parse_weights(spec: str) -> dict[str, float]:
+    """``"sim:1,wer:0.5"`` -> {"sim": 1.0, "wer": 0.5}; a name without weight counts 1."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, weight = item.partition(":")
+        try:
+            weights[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"bad weight in verifier spec {spec!r}: {item!r} (expected name:number)") from None
+    if not weights:
+        raise ValueError(f"empty verifier spec {spec!r}")
+    return weights
+
+
+class CombinedVerifier:
+    """Itself a Verifier. total = sum of weight x normalised total; every part's raw total
+    (``"<name>"``), normalised total (``"<name>.norm"``) and components (``"<name>.<key>"``) are kept.
+
+    With ``partial=True`` only the parts that support partial scoring take part.
+    """
+
+    name = "combined"
+
+    def __init__(self, weights: Mapping[str | Verifier, float] | str, *, normalize: str = "zscore"):
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalisation {normalize!r}; choose one of {NORMALIZATIONS}")
+        if isinstance(weights, str):
+            weights = parse_weights(weights)
+        if not weights:
+            raise ValueError("CombinedVerifier needs at least one verifier")
+        self.parts: list[tuple[Verifier, float]] = [
+            (get_verifier(v) if isinstance(v, str) else v, float(w)) for v, w in weights.items()
+        ]
+        names = [v.name for v, _ in self.parts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"verifier names must be distinct to keep their components apart: {names}")
+        self.normalize = normalize
+
+    @property
+    def supports_partial(self) -> bool:
+        return any(v.supports_partial for v, _ in self.parts)
+
+    def prepare(self, request: VerifyRequest) -> dict:
+        return {v.name: v.prepare(request) for v, _ in self.parts}
+
+    def score(self, wavs, request, state, *, partial=False):
+        parts = [(v, w) for v, w in self.parts if v.supports_partial or not partial]
+        if not parts:
+            raise ValueError(f"none of {[v.name for v, _ in self.parts]} supports partial scoring")
+        totals = np.zeros(len(wavs))
+        components: list[dict[str, float]] = [{} for _ in wavs]
+        info: list[dict[str, str]] = [{} for _ in wavs]
+        for verifier, weight in parts:
+            scores = verifier.score(wavs, request, state[verifier.name], partial=partial)
+            normed = normalize_batch([s.total for s in scores], self.normalize)
+            totals += weight * normed
+            for i, s in enumerate(scores):
+                components[i][verifier.name] = s.total
+                components[i][f"{verifier.name}.norm"] = float(normed[i])
+                components[i].update({f"{verifier.name}.{k}": v for k, v in s.components.items()})
+                info[i].update({f"{verifier.name}.{k}": v for k, v in s.info.items()})
+        return [Score(float(t), c, m) for t, c, m in zip(totals, components, info)]

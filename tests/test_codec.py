@@ -1,0 +1,275 @@
+"""Codec behaviour on the `tiny` preset: lengths, batching, streaming, loading, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Xcodec2Model
+
+from llasa.audio import AudioError
+from llasa.cli import main as cli_main
+from llasa.codec import CheckpointError, Codec, get_config
+from llasa.codec.features import pad_waveform, semantic_features
+from llasa.codec.testing import randomize_weights
+
+
+def speech_like(num_samples: int, seed: int = 0) -> np.ndarray:
+    t = np.arange(num_samples) / 16000
+    noise = np.random.RandomState(seed).randn(num_samples)
+    return (0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t * (1 + t)) + 0.02 * noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return randomize_weights(Codec.from_config("tiny", seed=0), seed=1)
+
+
+@pytest.fixture(scope="module")
+def saved(codec, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_codec")
+    codec.save_pretrained(directory)
+    return directory
+
+
+# --- presets and sizes ------------------------------------------------------------------------
+
+
+def test_presets_define_codebook_and_hop():
+    tiny = Codec.from_config("tiny")
+    assert (tiny.sample_rate, tiny.hop_length, tiny.codebook_size) == (16000, 320, 256)
+    assert Codec.from_config("small").codebook_size == 1000
+    official = get_config("xcodec2")
+    assert official.semantic_model_config.num_hidden_layers == 16 and np.prod(official.quantization_levels) == 65536
+    with pytest.raises(ValueError, match="unknown codec preset 'huge'.*tiny"):
+        get_config("huge")
+
+
+def test_seed_makes_random_weights_reproducible():
+    a, b = Codec.from_config("tiny", seed=5), Codec.from_config("tiny", seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
+
+
+def test_config_with_another_hop_is_refused():
+    with pytest.raises(ValueError, match="hop 320"):
+        Codec.from_config({**get_config("tiny").to_dict(), "downsampling_ratios": [2, 2, 4, 4, 4]})
+
+
+# --- encode / decode --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_samples", [320 * 10, 320 * 10 + 1, 320 * 10 + 319, 16000, 555])
+def test_code_count_follows_the_official_padding_rule(codec, num_samples):
+    codes = codec.encode(speech_like(num_samples))
+    assert codes.dtype == np.int64 and codes.ndim == 1
+    assert len(codes) == num_samples // 320 + 1 == codec.num_codes(num_samples)
+    assert semantic_features(pad_waveform(speech_like(num_samples), 320)).shape == (len(codes), 160)
+
+
+def test_randomized_codec_gives_input_dependent_codes(codec):
+    a, b = codec.encode(speech_like(16000, seed=0)), codec.encode(speech_like(16000, seed=3))
+    assert len(np.unique(a)) > 3 and not np.array_equal(a, b)
+
+
+def test_decode_gives_320_samples_per_code(codec):
+    codes = codec.encode(speech_like(8000))
+    audio = codec.decode(codes)
+    assert audio.dtype == np.float32 and audio.shape == (320 * len(codes),)
+    assert np.isfinite(audio).all() and audio.std() > 0
+    assert np.array_equal(codec.decode(list(codes)), audio)  # a plain list of ints is one sequence
+    assert np.array_equal(codec.decode(torch.from_numpy(codes)), audio)
+
+
+def test_batched_encode_equals_one_by_one(codec):
+    # equal and unequal lengths, in an order that interleaves the length groups
+    wavs = [speech_like(n, seed=i) for i, n in enumerate([9600, 12345, 9600 + 5, 16000, 9700, 12345])]
+    alone = [codec.encode(w) for w in wavs]
+    together = codec.encode(wavs, batch_size=2)
+    assert isinstance(together, list) and len(together) == len(wavs)
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batched_decode_equals_one_by_one(codec):
+    codes = codec.encode([speech_like(n, seed=i) for i, n in enumerate([6400, 9000, 6400])])
+    together = codec.decode(codes)
+    for c, audio in zip(codes, together):
+        np.testing.assert_allclose(codec.decode(c), audio, atol=1e-5)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_codes_outside_the_codebook_are_refused(codec):
+    with pytest.raises(ValueError, match="code 256 is outside the codebook of 256 codes"):
+        codec.decode(np.array([1, 2, 256]))
+    with pytest.raises(ValueError, match="code -1 is outside"):
+        codec.decode(np.array([-1, 2]))
+    with pytest.raises(ValueError, match="item 1: code 999"):
+        codec.decode([np.array([1]), np.array([999])])
+
+
+@pytest.mark.parametrize(
+    "codes, message",
+    [(np.array([], dtype=np.int64), "empty"), (np.array([1.0, 2.0]), "integers"), (np.zeros((2, 3), int), "1-D")],
+)
+def test_malformed_codes_are_refused(codec, codes, message):
+    with pytest.raises(ValueError, match=message):
+        codec.decode(codes)
+
+
+@pytest.mark.parametrize(
+    "wav, message",
+    [
+        (np.zeros(0, np.float32), "empty"),
+        (np.zeros((2, 1600), np.float32), "1-D mono"),
+        (np.zeros(1600, np.int16), "float audio"),
+        (np.full(1600, np.nan, np.float32), "NaN"),
+        (np.full(1600, 300.0, np.float32), "outside"),
+    ],
+)
+def test_bad_audio_is_refused(codec, wav, message):
+    with pytest.raises(AudioError, match=message):
+        codec.encode(wav)
+
+
+# --- streaming --------------------------------------------------------------------------------
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
+
+
+def test_stream_decode_approximates_the_full_decode(codec):
+    codes = codec.encode(speech_like(16000 * 3))
+    full = codec.decode(codes)
+    chunks = list(codec.stream_decode(iter(codes.tolist()), chunk_tokens=25, left_context=50))
+    assert [len(c) for c in chunks[:-1]] == [25 * 320] * (len(chunks) - 1)
+    streamed = np.concatenate(chunks)
+    assert streamed.shape == full.shape
+    assert snr_db(full, streamed) > 15
+    # a decoder that sees no context at all is clearly worse: the context is doing work
+    blind = np.concatenate(list(codec.stream_decode(codes, chunk_tokens=25, left_context=0, lookahead=0)))
+    assert snr_db(full, streamed) > snr_db(full, blind) + 3
+
+
+def test_stream_emits_as_soon_as_chunk_and_lookahead_arrive(codec):
+    from llasa.codec.streaming import StreamingDecoder
+
+    stream = StreamingDecoder(codec, chunk_tokens=10, left_context=20, lookahead=3)
+    codes = codec.encode(speech_like(16000))
+    assert stream.push(codes[:12]) == []  # 12 < 10 + 3
+    assert [len(c) for c in stream.push(codes[12])] == [3200]  # a single int works
+    rest = stream.push(codes[13:]) + stream.flush()
+    total = 3200 + sum(len(c) for c in rest)
+    assert total == 320 * len(codes)
+    # pieces of any size give the same audio as one code at a time
+    one_by_one = np.concatenate(list(codec.stream_decode(codes.tolist(), chunk_tokens=10, left_context=20)))
+    in_arrays = np.concatenate(
+        list(codec.stream_decode([codes[:7], codes[7:30], codes[30:]], chunk_tokens=10, left_context=20))
+    )
+    np.testing.assert_allclose(one_by_one, in_arrays, atol=1e-6)
+
+
+def test_stream_refuses_bad_codes_naming_the_position(codec):
+    with pytest.raises(ValueError, match="after position 3: code 300 is outside the codebook of 256"):
+        list(codec.stream_decode([1, 2, 3, 300]))
+
+
+# --- saving and loading -----------------------------------------------------------------------
+
+
+def test_save_and_load_round_trip(codec, saved):
+    assert {p.name for p in saved.iterdir()} >= {"config.json", "model.safetensors"}
+    loaded = Codec.from_pretrained(saved)
+    wav = speech_like(9000)
+    np.testing.assert_array_equal(loaded.encode(wav), codec.encode(wav))
+    assert isinstance(Xcodec2Model.from_pretrained(saved), Xcodec2Model)  # plain transformers reads it
+
+
+def test_from_pretrained_casts_dtype(saved):
+    assert Codec.from_pretrained(saved, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+def _copy_with(saved, tmp_path, edit):
+    state = load_file(str(saved / "model.safetensors"))
+    edit(state)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text((saved / "config.json").read_text())
+    return tmp_path
+
+
+def test_missing_key_is_named(saved, tmp_path):
+    directory = _copy_with(saved, tmp_path, lambda s: s.pop("acoustic_encoder.block.0.snake1.act.beta"))
+    with pytest.raises(CheckpointError, match=r"1 missing: acoustic_encoder\.block\.0\.snake1\.act\.beta"):
+        Codec.from_pretrained(directory)
+
+
+def test_unexpected_key_is_named(saved, tmp_path):
+    directory = _copy_with(saved, tmp_path, lambda s: s.update({"acoustic_encoder.extra.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match=r"1 unexpected: acoustic_encoder\.extra\.weight"):
+        Codec.from_pretrained(directory)
+
+
+def test_wrong_shape_is_named(saved, tmp_path):
+    directory = _copy_with(saved, tmp_path, lambda s: s.update({"fc_encoder.bias": torch.zeros(3)}))
+    with pytest.raises(CheckpointError, match=r"wrong shape.*fc_encoder\.bias \(3,\) vs \(192,\)"):
+        Codec.from_pretrained(directory)
+
+
+def test_directory_without_weights_or_config(saved, tmp_path):
+    with pytest.raises(CheckpointError, match="no \\*.safetensors weights"):
+        Codec.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="no config.json"):
+        Codec.from_pretrained(tmp_path)
+
+
+def test_unknown_config_json_is_refused(saved, tmp_path):
+    directory = _copy_with(saved, tmp_path, lambda s: None)
+    (directory / "config.json").write_text(json.dumps({"model_type": "encodec"}))
+    with pytest.raises(CheckpointError, match="neither an Xcodec2Config nor the official"):
+        Codec.from_pretrained(directory)
+
+
+def test_mixed_layouts_are_refused(saved, tmp_path):
+    directory = _copy_with(saved, tmp_path, lambda s: s.update({"CodecEnc.conv_blocks.0.bias": torch.zeros(8)}))
+    with pytest.raises(CheckpointError, match="mixes the original"):
+        Codec.from_pretrained(directory)
+
+
+def test_a_name_that_is_neither_dir_nor_hub_id(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a local directory nor a hub id"):
+        Codec.from_pretrained(tmp_path / "missing" / "deeper")
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_encode_decode_resynth(saved, tmp_path, capsys):
+    from llasa.audio import load, write
+
+    wav_path = write(tmp_path / "in.wav", speech_like(12000))
+    codes_path, out_path = tmp_path / "codes.npy", tmp_path / "out.wav"
+    assert cli_main(["codec", "encode", str(wav_path), "-o", str(codes_path), "--codec", str(saved)]) == 0
+    codes = np.load(codes_path)
+    assert codes.shape == (12000 // 320 + 1,)
+    assert cli_main(["codec", "decode", str(codes_path), "-o", str(out_path), "--codec", str(saved)]) == 0
+    assert len(load(out_path)) == 320 * len(codes)
+    assert cli_main(["codec", "resynth", str(wav_path), "-o", str(out_path), "--codec", str(saved)]) == 0
+    assert len(load(out_path)) == 12000
+
+
+def test_cli_without_codec_says_so(tmp_path, capsys):
+    assert cli_main(["codec", "encode", str(tmp_path / "x.wav"), "-o", str(tmp_path / "c.npy")]) == 2
+    assert "pass --codec" in capsys.readouterr().err
+
+
+def test_cli_decode_of_out_of_range_codes(saved, tmp_path, capsys):
+    np.save(tmp_path / "bad.npy", np.array([5, 70000]))
+    args = ["codec", "decode", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "o.wav"), "--codec", str(saved)]
+    assert cli_main(args) == 2
+    assert "outside the codebook of 256 codes" in capsys.readouterr().err

@@ -1,0 +1,177 @@
+"""The batched speech decoder: cache correctness, row selection, sampling controls, stopping."""
+
+import numpy as np
+import pytest
+import torch
+
+from llasa.lm.model import build_model
+from llasa.lm.prompt import prompt_ids
+from llasa.lm.sampling import SamplingParams, SpeechDecoder, generate_codes
+from llasa.lm.vocab import SpeechVocab, build_tokenizer
+
+GREEDY = SamplingParams(temperature=0)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = build_tokenizer(None, 64)
+    model = build_model("tiny", tokenizer, seed=0)
+    vocab = SpeechVocab.from_tokenizer(tokenizer)
+    return model, vocab, prompt_ids(tokenizer, "Hello there.")
+
+
+def restricted_argmax(model, vocab, ids):
+    """Reference: a full forward pass without cache, argmax over speech tokens + SGE."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+    allowed = torch.full_like(logits, float("-inf"))
+    allowed[vocab.speech_offset :] = 0
+    allowed[vocab.sge_id] = 0
+    return int((logits + allowed).argmax())
+
+
+def test_greedy_matches_uncached_forward(setup):
+    model, vocab, prompt = setup
+    codes = generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0]
+    assert len(codes) == 12
+    ids = list(prompt)
+    for code in codes:
+        assert restricted_argmax(model, vocab, ids) == code + vocab.speech_offset
+        ids.append(code + vocab.speech_offset)
+
+
+def test_greedy_matches_generate_with_text_suppressed(setup):
+    model, vocab, prompt = setup
+    ours = generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=20)[0]
+    forbidden = [i for i in range(vocab.speech_offset) if i != vocab.sge_id]
+    out = model.generate(
+        torch.tensor([prompt]), do_sample=False, max_new_tokens=20, suppress_tokens=forbidden,
+        eos_token_id=vocab.sge_id, pad_token_id=vocab.pad_id,
+    )  # fmt: skip
+    theirs = out[0, len(prompt) :].numpy() - vocab.speech_offset
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_rows_share_one_prefill_and_decode_together(setup):
+    model, vocab, prompt = setup
+    dec = SpeechDecoder(model, vocab, prompt, n=5, params=GREEDY, max_new_tokens=8)
+    assert dec.cache.layers[0].keys.shape[0] == 5
+    assert dec.cache.get_seq_length() == len(prompt)
+    codes = dec.run()
+    # greedy rows from one prompt are identical
+    assert all(np.array_equal(c, codes[0]) for c in codes)
+
+
+def test_seeded_sampling_is_deterministic_and_rows_differ(setup):
+    model, vocab, prompt = setup
+    params = SamplingParams(temperature=1.0)
+    a = generate_codes(model, vocab, prompt, n=4, params=params, seed=7, max_new_tokens=30)
+    b = generate_codes(model, vocab, prompt, n=4, params=params, seed=7, max_new_tokens=30)
+    c = generate_codes(model, vocab, prompt, n=4, params=params, seed=8, max_new_tokens=30)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert len({tuple(x) for x in a}) > 1
+
+
+def test_never_emits_text_tokens(setup):
+    model, vocab, prompt = setup
+    for codes in generate_codes(model, vocab, prompt, n=4, params=SamplingParams(temperature=5.0), seed=0, max_new_tokens=50):
+        assert ((codes >= 0) & (codes < vocab.codebook_size)).all()
+
+
+def test_top_k_one_is_greedy(setup):
+    model, vocab, prompt = setup
+    greedy = generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=15)[0]
+    top1 = generate_codes(model, vocab, prompt, params=SamplingParams(temperature=1.0, top_k=1), seed=3, max_new_tokens=15)[0]
+    np.testing.assert_array_equal(greedy, top1)
+
+
+def test_repetition_penalty_discourages_repeats(setup):
+    model, vocab, prompt = setup
+    plain = generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=40)[0]
+    penalised = generate_codes(model, vocab, prompt, params=SamplingParams(temperature=0, repetition_penalty=50.0), max_new_tokens=40)[0]
+    assert len(set(penalised.tolist())) > len(set(plain.tolist()))
+    # a huge penalty forbids every repeat (the row may end early: SGE is never penalised)
+    assert len(set(penalised.tolist())) == len(penalised)
+
+
+def test_select_copies_rows_and_their_cache(setup):
+    model, vocab, prompt = setup
+    params = SamplingParams(temperature=1.0)
+    dec = SpeechDecoder(model, vocab, prompt, n=3, params=params, seed=1, max_new_tokens=20)
+    dec.step(5)
+    before = dec.codes()
+    dec.select([2, 2, 0])
+    after = dec.codes()
+    np.testing.assert_array_equal(after[0], before[2])
+    np.testing.assert_array_equal(after[2], before[0])
+    assert dec.cache.layers[0].keys.shape[0] == 3
+    assert dec.cache.get_seq_length() == len(prompt) + 5  # every sampled token is fed at once
+
+    # a selected row continues exactly like the reference (greedy from its prefix, uncached)
+    greedy = SpeechDecoder(model, vocab, prompt, n=2, params=params, seed=1, max_new_tokens=20)
+    greedy.step(4)
+    greedy.select([1])
+    greedy.params = GREEDY
+    greedy._processors = GREEDY.processors()
+    prefix = greedy.codes()[0].tolist()
+    greedy.step(3)
+    ids = list(prompt) + [c + vocab.speech_offset for c in prefix]
+    for code in greedy.codes()[0][len(prefix) :]:
+        assert restricted_argmax(model, vocab, ids) == code + vocab.speech_offset
+        ids.append(int(code) + vocab.speech_offset)
+
+
+def test_budget_and_context_limits(setup):
+    model, vocab, prompt = setup
+    dec = SpeechDecoder(model, vocab, prompt, n=2, params=GREEDY, max_new_tokens=6)
+    codes = dec.run()
+    assert [len(c) for c in codes] == [6, 6]
+    assert [r.stop_reason for r in dec.rows] == ["length", "length"]
+    assert dec.done and dec.step(3) == 0
+    # the context caps the budget
+    short = SpeechDecoder(model, vocab, prompt, params=GREEDY, context_length=len(prompt) + 4)
+    assert short.max_new_tokens == 4
+    with pytest.raises(ValueError, match="no room"):
+        SpeechDecoder(model, vocab, prompt, context_length=len(prompt))
+
+
+def test_rows_that_end_leave_the_batch(setup):
+    model, vocab, prompt = setup
+    dec = SpeechDecoder(model, vocab, prompt, n=3, params=GREEDY, max_new_tokens=30)
+    # force row 1 to end now: its entry leaves the cache, the others go on
+    dec.rows[1].finished, dec.rows[1].stop_reason = True, "end"
+    dec._live = [0, 2]
+    dec._take([0, 2])
+    dec.step(2)
+    assert dec.cache.layers[0].keys.shape[0] == 2
+    assert [len(c) for c in dec.codes()] == [2, 0, 2]
+    dec.select([1, 0])  # a finished row can be selected; it stays finished and out of the cache
+    assert dec.rows[0].finished and not dec.rows[1].finished
+    assert dec.cache.layers[0].keys.shape[0] == 1
+    dec.run()
+    assert [len(c) for c in dec.codes()] == [0, 30]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-1), "temperature"),
+        (dict(top_p=0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=0), "top_k"),
+        (dict(repetition_penalty=0), "repetition_penalty"),
+    ],
+)
+def test_bad_sampling_params(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_bad_n_and_select(setup):
+    model, vocab, prompt = setup
+    with pytest.raises(ValueError, match="n "):
+        SpeechDecoder(model, vocab, prompt, n=0)
+    dec = SpeechDecoder(model, vocab, prompt, n=2, max_new_tokens=3)
+    with pytest.raises(IndexError, match="out of range"):
+        dec.select([2])

@@ -1,0 +1,252 @@
+"""Synthesizer end to end with a tiny codec: overfit one utterance and reproduce it; voices;
+long text; errors; the `llasa tts` and `llasa voice create` verbs."""
+
+import argparse
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from llasa.audio import AudioError
+from llasa.lm.cli import add_commands
+from llasa.lm.model import build_model, save
+from llasa.lm.prompt import memmap_row, training_example
+from llasa.lm.sampling import SamplingParams
+from llasa.lm.vocab import build_tokenizer
+from llasa.tts import Synthesizer, Voice, split_sentences
+
+codec_module = pytest.importorskip("llasa.codec")
+
+TEXT = "The quick brown fox."
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models are all per-op overhead; a second thread only adds contention on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return codec_module.Codec.from_config("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(codec):
+    return build_tokenizer(None, codec.codebook_size)
+
+
+@pytest.fixture(scope="module")
+def target_codes(codec):
+    return RNG.integers(0, codec.codebook_size, 40)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer, target_codes):
+    """A tiny model trained (plain AdamW) until it has memorised one utterance."""
+    torch.manual_seed(0)
+    model = build_model("tiny", tokenizer, seed=0)
+    example = training_example(tokenizer, memmap_row(tokenizer, TEXT, target_codes), pad=False)
+    batch = {k: v[None] for k, v in example.items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    model.train()
+    for _ in range(400):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.01:
+            break
+    model.eval()
+    assert loss.item() < 0.05, f"did not overfit: loss {loss.item():.3f}"
+    return model
+
+
+@pytest.fixture(scope="module")
+def synth(trained, tokenizer, codec):
+    return Synthesizer(trained, tokenizer, codec)
+
+
+@pytest.fixture(scope="module")
+def random_synth(tokenizer, codec):
+    return Synthesizer(build_model("tiny", tokenizer, seed=1), tokenizer, codec)
+
+
+@pytest.fixture(scope="module")
+def voice(random_synth):
+    wav = (0.1 * np.sin(np.linspace(0, 2000, 24_000))).astype(np.float32)
+    return random_synth.voice(wav, "A voice to clone.", source_rate=16_000, name="sine")
+
+
+def test_overfit_model_speaks_its_utterance(synth, codec, target_codes):
+    decoder = synth.decoder(TEXT, params=SamplingParams(temperature=0))
+    codes = decoder.run()[0]
+    np.testing.assert_array_equal(codes, target_codes)
+    assert decoder.rows[0].stop_reason == "end"
+    wav = synth.tts(TEXT, temperature=0, progress=False)
+    assert wav.dtype == np.float32 and wav.shape == (len(target_codes) * codec.hop_length,)
+    np.testing.assert_allclose(wav, codec.decode(target_codes), atol=1e-6)
+
+
+def test_candidates_are_seeded(random_synth, codec):
+    a = random_synth.tts("Hi there.", n=3, seed=5, progress=False)
+    b = random_synth.tts("Hi there.", n=3, seed=5, progress=False)
+    assert isinstance(a, list) and len(a) == 3
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+        assert len(x) % codec.hop_length == 0 and len(x) <= random_synth.max_new_tokens("Hi there.") * codec.hop_length
+    assert not np.array_equal(a[0], a[1])
+
+
+def test_generation_is_bounded_by_the_text(random_synth):
+    short, long = random_synth.max_new_tokens("Hi."), random_synth.max_new_tokens("Hi. " * 20)
+    assert 100 < short < long < 2048
+    assert random_synth.max_new_tokens("你好世界") > random_synth.max_new_tokens("abcd")
+
+
+def test_voice_encodes_once_and_round_trips(tmp_path, voice, codec):
+    assert voice.codes.shape == (24_000 // codec.hop_length + 1,)
+    assert voice.codebook_size == codec.codebook_size and voice.name == "sine"
+    path = voice.save(tmp_path / "v.json")
+    loaded = Voice.load(path)
+    np.testing.assert_array_equal(loaded.codes, voice.codes)
+    assert (loaded.text, loaded.name, loaded.codebook_size) == (voice.text, voice.name, voice.codebook_size)
+    assert abs(loaded.seconds - 1.52) < 0.01
+
+
+def test_voice_clip_limits(random_synth, codec):
+    with pytest.raises(AudioError, match="shorter than the 1 s minimum"):
+        random_synth.voice(np.zeros(8000, dtype=np.float32), "Too short.", source_rate=16000)
+    long = (0.1 * np.sin(np.linspace(0, 1e5, 16000 * 25))).astype(np.float32)
+    with pytest.warns(UserWarning, match="only its first 20 s"):
+        trimmed = random_synth.voice(long, "Long clip.", source_rate=16000)
+    assert len(trimmed.codes) == 20 * 16000 // codec.hop_length + 1
+    with pytest.raises(ValueError, match="transcript"):
+        random_synth.voice(long[:16000 * 2], "", source_rate=16000)
+
+
+def test_bad_voice_files(tmp_path):
+    with pytest.raises(ValueError, match="no such voice profile"):
+        Voice.load(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        Voice.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="not a voice profile"):
+        Voice.load(tmp_path / "other.json")
+
+
+def test_cloned_speech_is_new_speech_only(random_synth, voice, codec):
+    decoder = random_synth.decoder("Hello.", voice, n=2, seed=0, max_new_tokens=20)
+    assert decoder.prompt_length == len(random_synth.prompt("Hello.", voice))
+    codes = decoder.run()
+    wavs = random_synth.decode(codes, voice)
+    for c, wav in zip(codes, wavs):
+        assert len(wav) == len(c) * codec.hop_length
+        # the official slicing: decode voice + new codes, drop the voice's samples
+        full = codec.decode(np.concatenate([voice.codes, c]))
+        np.testing.assert_allclose(wav, full[len(voice.codes) * codec.hop_length :], atol=1e-6)
+    out = random_synth.tts("Hello.", voice, seed=0, progress=False)
+    assert 0 < len(out) <= random_synth.max_new_tokens("Hello.") * codec.hop_length
+
+
+def test_voice_from_another_codec_is_rejected(random_synth, voice):
+    other = Voice(codes=voice.codes, text=voice.text, name="x", codebook_size=65536)
+    with pytest.raises(ValueError, match="65536 codes"):
+        random_synth.tts("Hello.", other, progress=False)
+
+
+def test_long_text_is_split_at_sentences(random_synth):
+    text = "First sentence here. Second one follows!  Third, with a clause; and more? Last."
+    assert split_sentences(text) == ["First sentence here.", "Second one follows!", "Third, with a clause; and more?", "Last."]
+    chunks = random_synth.split_text(text, max_chunk_chars=45)
+    assert all(len(c) <= 45 for c in chunks) and len(chunks) > 1
+    assert " ".join(chunks) == " ".join(text.split())
+    assert chunks[0] == "First sentence here. Second one follows!"
+    # a sentence longer than the cap is cut at clauses, then words
+    words = random_synth.split_text("one two three four five six seven eight nine ten", max_chunk_chars=12)
+    assert all(len(c) <= 12 for c in words) and " ".join(words).split() == "one two three four five six seven eight nine ten".split()
+
+
+def test_long_text_fits_the_context(random_synth, voice):
+    text = " ".join(f"Sentence number {i} is here." for i in range(60))
+    for v in (None, voice):
+        for chunk in random_synth.split_text(text, v, max_chunk_chars=10_000):
+            assert len(random_synth.prompt(chunk, v)) + random_synth.max_new_tokens(chunk) <= 2048
+
+
+def test_long_text_joins_chunks(random_synth, monkeypatch):
+    monkeypatch.setattr(Synthesizer, "max_new_tokens", lambda self, text: 10)
+    wav = random_synth.tts("One two. Three four. Five six.", max_chunk_chars=11, seed=0, progress=False)
+    fade = int(0.02 * random_synth.sample_rate)
+    assert len(wav) == 3 * 10 * 320 - 2 * fade
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("...!?", "no speakable"), (" \t", "empty")])
+def test_unspeakable_text(random_synth, text, message):
+    with pytest.raises(ValueError, match=message):
+        random_synth.tts(text, progress=False)
+
+
+def test_codebook_mismatch(codec):
+    tokenizer = build_tokenizer(None, codec.codebook_size * 2)
+    with pytest.raises(ValueError, match="codec has"):
+        Synthesizer(build_model("tiny", tokenizer, seed=0), tokenizer, codec)
+
+
+# ------------------------------------------------------------------------------- CLI
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="llasa")
+    add_commands(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, trained, tokenizer, codec):
+    root = tmp_path_factory.mktemp("models")
+    save(trained, tokenizer, root / "lm")
+    codec.save_pretrained(root / "codec")
+    return root / "lm", root / "codec"
+
+
+def test_cli_tts(tmp_path, model_dirs, codec, target_codes):
+    lm_dir, codec_dir = model_dirs
+    out = tmp_path / "out.wav"
+    args = parse(["tts", TEXT, "-o", str(out), "--model", str(lm_dir), "--codec", str(codec_dir), "--temperature", "0"])
+    assert args.handler(args) == 0
+    wav, sr = sf.read(out)
+    assert sr == 16000 and len(wav) == len(target_codes) * codec.hop_length
+
+
+def test_cli_voice_create_and_use(tmp_path, model_dirs):
+    lm_dir, codec_dir = model_dirs
+    clip = tmp_path / "ref.wav"
+    sf.write(clip, (0.1 * np.sin(np.linspace(0, 3000, 32000))).astype(np.float32), 16000)
+    profile = tmp_path / "ref.json"
+    args = parse(["voice", "create", str(clip), "--text", "Reference words.", "-o", str(profile), "--codec", str(codec_dir)])
+    assert args.handler(args) == 0
+    assert Voice.load(profile).name == "ref"
+    out = tmp_path / "cand.wav"
+    args = parse(["tts", TEXT, "-o", str(out), "--model", str(lm_dir), "--codec", str(codec_dir), "--voice", str(profile),
+                  "-n", "2", "--seed", "1"])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert args.handler(args) == 0
+    assert (tmp_path / "cand-0.wav").exists() and (tmp_path / "cand-1.wav").exists()
+
+
+def test_cli_needs_model_and_transcript(tmp_path, model_dirs):
+    lm_dir, codec_dir = model_dirs
+    args = parse(["tts", "Hi.", "-o", str(tmp_path / "x.wav")])
+    with pytest.raises(ValueError, match="--model is required"):
+        args.handler(args)
+    args = parse(["tts", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(lm_dir), "--codec", str(codec_dir),
+                  "--voice", str(tmp_path / "ref.wav")])  # fmt: skip
+    with pytest.raises(ValueError, match="--voice-text is required"):
+        args.handler(args)
