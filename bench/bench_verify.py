@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from llasa.audio import load
 from llasa.verify import CombinedVerifier, VerifyRequest, get_verifier
 
@@ -30,13 +32,17 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="candidates per request")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 is fastest when other jobs share the cores (oversubscribed "
+                             "OpenMP threads spin: Resemblyzer went from 0.1 s to 0.3-3 s a clip with 2)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     clip, prompt = load(LIBRIVOX / f"{CLIP}.wav"), load(LIBRIVOX / f"{PROMPT}.wav")
     seconds = len(clip) / 16_000
     request = VerifyRequest("he was not an ill disposed young man", prompt_audio=prompt)
     wavs = [clip] * args.n
-    figures = {"clip_s": round(seconds, 2), "n": args.n, "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    figures = {"clip_s": round(seconds, 2), "n": args.n, "cpus": os.cpu_count(), "threads": args.threads, "load_avg_1m": round(os.getloadavg()[0], 2)}
     for name in ("sim", "wer", "sanity", "dnsmos"):
         verifier = get_verifier(name)
         figures[f"{name}_load_s"] = round(timed(lambda: verifier.score(wavs[:1], request, verifier.prepare(request))), 3)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
 from llasa.lm import model as lm_model
-from llasa.lm.prompt import check_text, prompt_ids
+from llasa.lm.prompt import check_text, join_voice_text, prompt_ids
 from llasa.lm.sampling import SamplingParams, SpeechDecoder
 from llasa.lm.vocab import SpeechVocab
 
@@ -154,8 +154,27 @@ def speaking_seconds(text: str) -> float:
     return seconds
 
 
+def _speakable(text: str) -> bool:
+    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
 def split_sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(" ".join(text.split()))) if s]
+    """Sentences of ``text`` (whitespace normalised); punctuation-only pieces ("...") stay
+    attached to the sentence before them, or the one after at the start."""
+    sentences: list[str] = []
+    pending = ""
+    for piece in (p.strip() for p in _SENTENCE_END.split(" ".join(text.split()))):
+        if not piece:
+            continue
+        if not _speakable(piece):
+            if sentences:
+                sentences[-1] = f"{sentences[-1]} {piece}"
+            else:
+                pending = f"{pending} {piece}".strip()
+            continue
+        sentences.append(f"{pending} {piece}".strip())
+        pending = ""
+    return sentences
 
 
 class Synthesizer:
@@ -169,6 +188,7 @@ class Synthesizer:
         self.vocab: SpeechVocab = lm_model.check_vocabulary(model, tokenizer, codec.codebook_size)
         self.frame_rate = codec.sample_rate / codec.hop_length
         self.sample_rate = codec.sample_rate
+        self._template_length: int | None = None
 
     @classmethod
     def from_pretrained(
@@ -210,10 +230,19 @@ class Synthesizer:
         """The token budget of one chunk: its speaking time at the codec's frame rate."""
         return math.ceil(speaking_seconds(text) * self.frame_rate)
 
+    def _prompt_length(self, text: str, voice: Voice | None) -> int:
+        """len(self.prompt(text, voice)) without rendering the template (or validating a
+        fragment): the text span sits between two added tokens, so it is tokenised on its own."""
+        if self._template_length is None:
+            self._template_length = len(self.prompt("a")) - len(self.tokenizer("a", add_special_tokens=False)["input_ids"])
+        span = join_voice_text(voice.text, text) if voice is not None else text
+        voice_codes = len(voice.codes) if voice is not None else 0
+        return self._template_length + len(self.tokenizer(span, add_special_tokens=False)["input_ids"]) + voice_codes
+
     def _fits(self, text: str, voice: Voice | None, max_chunk_chars: int) -> bool:
         if len(text) > max_chunk_chars:
             return False
-        return len(self.prompt(text, voice)) + self.max_new_tokens(text) <= self.context_length
+        return self._prompt_length(text, voice) + self.max_new_tokens(text) <= self.context_length
 
     def split_text(self, text: str, voice: Voice | None = None, *, max_chunk_chars: int = MAX_CHUNK_CHARS) -> list[str]:
         """Chunks of whole sentences that each fit the context (prompt + speech budget) and
@@ -227,8 +256,8 @@ class Synthesizer:
                     chunks[-1] = joined
                 else:
                     chunks.append(piece)
-        # punctuation-only pieces ("...") are not spoken on their own
-        return [c for c in chunks if any(unicodedata.category(ch)[0] in "LN" for ch in c)]
+        # a punctuation-only fragment of a cut sentence is not spoken on its own
+        return [c for c in chunks if _speakable(c)]
 
     def _pieces(self, sentence: str, voice: Voice | None, max_chunk_chars: int) -> list[str]:
         if self._fits(sentence, voice, max_chunk_chars):

@@ -143,17 +143,55 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
 
 
-def test_stream_decode_approximates_the_full_decode(codec):
+class LocalDecoder:
+    """A stand-in decoder whose sample at token t depends on tokens t-2..t+2 only: streaming
+    with enough context and lookahead must then reproduce the full decode exactly."""
+
+    hop_length, codebook_size, reach = 320, 256, 2
+
+    def _decode_tensor(self, codes: torch.Tensor) -> np.ndarray:
+        values = codes[0, 0].double().numpy()
+        padded = np.pad(values, self.reach)
+        mixed = sum((k + 1) * padded[k : k + len(values)] for k in range(2 * self.reach + 1))
+        ramp = np.linspace(0, 1, self.hop_length)
+        return (np.repeat(mixed, self.hop_length) * np.tile(ramp, len(values)))[None].astype(np.float32)
+
+
+def _stream(decoder, codes, **kwargs) -> np.ndarray:
+    from llasa.codec.streaming import StreamingDecoder
+
+    stream = StreamingDecoder(decoder, **kwargs)
+    return np.concatenate([chunk for code in codes for chunk in stream.push(code)] + stream.flush())
+
+
+def test_stream_windows_and_joins_are_exact_for_a_local_decoder():
+    codes = np.random.RandomState(0).randint(0, 256, 97)
+    full = LocalDecoder()._decode_tensor(torch.from_numpy(codes)[None, None])[0]
+    # lookahead = reach + 1: the cross-faded hop after a chunk also sees all its right neighbours
+    exact = _stream(LocalDecoder(), codes, chunk_tokens=10, left_context=2, lookahead=3)
+    np.testing.assert_allclose(exact, full, rtol=1e-6)
+    # without lookahead the end of every chunk misses its right neighbours
+    assert not np.allclose(_stream(LocalDecoder(), codes, chunk_tokens=10, left_context=2, lookahead=0), full)
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
+
+
+def test_stream_decode_of_the_codec(codec):
     codes = codec.encode(speech_like(16000 * 3))
     full = codec.decode(codes)
     chunks = list(codec.stream_decode(iter(codes.tolist()), chunk_tokens=25, left_context=50))
     assert [len(c) for c in chunks[:-1]] == [25 * 320] * (len(chunks) - 1)
     streamed = np.concatenate(chunks)
     assert streamed.shape == full.shape
-    assert snr_db(full, streamed) > 15
-    # a decoder that sees no context at all is clearly worse: the context is doing work
+    # random weights make the decoder global (GroupNorm statistics over time, diffuse
+    # attention), so only the ordering is checked here: context and lookahead must help
     blind = np.concatenate(list(codec.stream_decode(codes, chunk_tokens=25, left_context=0, lookahead=0)))
-    assert snr_db(full, streamed) > snr_db(full, blind) + 3
+    assert snr_db(full, streamed) > snr_db(full, blind) + 1
+    # a lookahead longer than the stream leaves everything to the final, complete window
+    whole = np.concatenate(list(codec.stream_decode(codes, chunk_tokens=25, lookahead=len(codes))))
+    np.testing.assert_allclose(whole, full, atol=1e-5)
 
 
 def test_stream_emits_as_soon_as_chunk_and_lookahead_arrive(codec):

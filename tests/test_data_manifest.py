@@ -64,7 +64,7 @@ def test_csv_resolves_relative_paths_and_keeps_speaker(tmp_path, clips):
 
 
 def test_csv_missing_column_is_named(tmp_path):
-    (tmp_path / "list.csv").write_text("path,transcript\nx.wav,hello there\n")
+    (tmp_path / "list.csv").write_text("wav_file,transcript\nx.wav,hello there\n")
     with pytest.raises(m.ManifestError, match="missing column.*audio, text"):
         m.load_corpus(tmp_path / "list.csv")
 
@@ -166,3 +166,15 @@ def test_cli_manifest_writes_durations(tmp_path, clips):
     for item, clip in zip(items, clips):
         info = sf.info(str(clip))
         assert item["duration"] == pytest.approx(info.frames / info.samplerate, abs=1e-3)
+
+
+def test_folder_with_audiofolder_metadata_uses_column_aliases(tmp_path, clips):
+    lines = ["file_name,transcription"]
+    for clip, text in zip(clips, TEXTS):
+        shutil.copy(clip, tmp_path / clip.name)
+        lines.append(f'{clip.name},"{text}"')
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    assert m.detect_format(tmp_path) == "csv"
+    items = m.load_corpus(tmp_path)
+    assert [it["text"] for it in items] == TEXTS
+    assert [it["audio"] for it in items] == [str(tmp_path / c.name) for c in clips]

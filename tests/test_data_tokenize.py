@@ -55,7 +55,7 @@ def corpus(tmp_path_factory):
 def run(corpus, codec, tokenizer, out, **kw):
     kw.setdefault("chunk_size", 4)
     return tk.tokenize_manifest(corpus[0], out, codec=codec, tokenizer=tokenizer, codec_name="tiny-random",
-                                tokenizer_name="bytes", batch_size=2, max_length=MAX_LENGTH, **kw)
+                                tokenizer_name="bytes", batch_size=4, max_length=MAX_LENGTH, **kw)
 
 
 def shard_files(out, rank=0, world=1):
@@ -77,9 +77,9 @@ def test_rows_are_official_format_and_bad_items_are_listed(reference, corpus, co
     dataset = tk.CodeShardDataset(out)
     assert len(dataset) == N_GOOD and dataset.max_length == MAX_LENGTH
     good = [it for it in corpus[1] if it["id"].startswith("u")]
-    for i, item in enumerate(good):
-        wav = audio.load(item["audio"])
-        expected = memmap_row(tokenizer, item["text"], codec.encode(wav), max_length=MAX_LENGTH)
+    wavs = [audio.load(item["audio"]) for item in good]
+    for i, (item, wav, codes) in enumerate(zip(good, wavs, codec.encode(wavs, batch_size=len(wavs)))):
+        expected = memmap_row(tokenizer, item["text"], codes, max_length=MAX_LENGTH)
         row = dataset[i]
         assert row.dtype.is_floating_point is False and row.numpy().dtype == np.int32
         np.testing.assert_array_equal(row.numpy(), expected)
@@ -186,7 +186,7 @@ def test_cli_tokenize_saves_the_tokenizer_beside_the_shards(reference, corpus, c
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
     args = parser.parse_args(["data", "tokenize", str(corpus[0]), str(tmp_path / "out"), "--codec",
-                              str(tmp_path / "codec"), "--max-length", str(MAX_LENGTH), "--batch-size", "2",
+                              str(tmp_path / "codec"), "--max-length", str(MAX_LENGTH), "--batch-size", "8",
                               "--device", "cpu", "--rank", "0", "--world-size", "1"])
     assert args.handler(args) == 0
     saved = AutoTokenizer.from_pretrained(tmp_path / "out" / "tokenizer")

@@ -2,7 +2,6 @@
 long text; errors; the `llasa tts` and `llasa voice create` verbs."""
 
 import argparse
-import warnings
 
 import numpy as np
 import pytest
@@ -177,8 +176,18 @@ def test_long_text_is_split_at_sentences(random_synth):
 def test_long_text_fits_the_context(random_synth, voice):
     text = " ".join(f"Sentence number {i} is here." for i in range(60))
     for v in (None, voice):
-        for chunk in random_synth.split_text(text, v, max_chunk_chars=10_000):
+        chunks = random_synth.split_text(text, v, max_chunk_chars=10_000)
+        assert len(chunks) > 1
+        for chunk in chunks:
+            assert random_synth._prompt_length(chunk, v) == len(random_synth.prompt(chunk, v))
             assert len(random_synth.prompt(chunk, v)) + random_synth.max_new_tokens(chunk) <= 2048
+
+
+def test_punctuation_only_pieces_stay_attached(random_synth):
+    assert split_sentences("... Hello there. ... Bye!") == ["... Hello there. ...", "Bye!"]
+    chunks = random_synth.split_text("alpha — beta — gamma — delta", max_chunk_chars=8)
+    assert all(any(ch.isalpha() for ch in c) for c in chunks)
+    assert [w for c in chunks for w in c.split() if w != "—"] == ["alpha", "beta", "gamma", "delta"]
 
 
 def test_long_text_joins_chunks(random_synth, monkeypatch):
@@ -235,9 +244,7 @@ def test_cli_voice_create_and_use(tmp_path, model_dirs):
     out = tmp_path / "cand.wav"
     args = parse(["tts", TEXT, "-o", str(out), "--model", str(lm_dir), "--codec", str(codec_dir), "--voice", str(profile),
                   "-n", "2", "--seed", "1"])  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert args.handler(args) == 0
+    assert args.handler(args) == 0
     assert (tmp_path / "cand-0.wav").exists() and (tmp_path / "cand-1.wav").exists()
 
 

@@ -19,6 +19,9 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 TRANSCRIPT_SUFFIXES = (".txt", ".lab", ".normalized.txt", ".original.txt")
 FORMATS = ("folder", "csv", "jsonl", "ljspeech", "libritts", "hf")
 REQUIRED = ("audio", "text")
+# other names for the required columns: Hugging Face `audiofolder` metadata, Common Voice
+ALIASES = {"file_name": "audio", "path": "audio", "transcription": "text", "sentence": "text"}
+TABLE_NAMES = ("manifest.jsonl", "metadata.jsonl", "metadata.csv", "metadata.tsv")
 
 
 class ManifestError(ValueError):
@@ -58,6 +61,13 @@ def check_items(items: list[dict], *, source: str = "manifest", check_files: boo
     return items
 
 
+def _rename_aliases(item: dict) -> dict:
+    for alias, name in ALIASES.items():
+        if alias in item and name not in item:
+            item[name] = item.pop(alias)
+    return item
+
+
 def _resolve(audio: str, base: Path) -> str:
     path = Path(os.path.expanduser(str(audio)))
     return str(path if path.is_absolute() else base / path)
@@ -79,6 +89,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
             if not isinstance(item, dict):
                 problems.append(f"line {line_no}: expected an object, got {type(item).__name__}")
                 continue
+            _rename_aliases(item)
             if "audio" in item and item["audio"] is not None:
                 item["audio"] = _resolve(item["audio"], path.parent)
             items.append(item)
@@ -94,12 +105,14 @@ def read_csv(path: str | Path) -> list[dict]:
         f.seek(0)
         dialect = csv.Sniffer().sniff(sample, delimiters=",\t|;") if sample else csv.excel
         reader = csv.DictReader(f, dialect=dialect)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        columns = [ALIASES.get(c, c) for c in reader.fieldnames or []]
+        missing = [c for c in REQUIRED if c not in columns]
         if missing:
             raise ManifestError(
                 f"{path}: missing column(s) {', '.join(missing)}; the header has {reader.fieldnames}"
             )
-        items = [{k: v for k, v in row.items() if k is not None and v not in (None, "")} for row in reader]
+        items = [_rename_aliases({k: v for k, v in row.items() if k is not None and v not in (None, "")})
+                 for row in reader]
     for item in items:
         if "audio" in item:
             item["audio"] = _resolve(item["audio"], path.parent)
@@ -238,6 +251,11 @@ def read_hf(path: str | Path, *, audio_dir: str | Path | None = None, split: str
     return items
 
 
+def _table_in(folder: Path) -> Path | None:
+    """A folder's own metadata table (a manifest beside its audio), if it has one."""
+    return next((folder / n for n in TABLE_NAMES if (folder / n).is_file()), None)
+
+
 def detect_format(src: str | Path) -> str:
     src = Path(src)
     if src.is_file():
@@ -248,6 +266,9 @@ def detect_format(src: str | Path) -> str:
         return "ljspeech"
     if (src / "dataset_info.json").is_file() or (src / "dataset_dict.json").is_file():
         return "hf"
+    table = _table_in(src)
+    if table is not None:
+        return "jsonl" if table.suffix == ".jsonl" else "csv"
     if any(src.glob("*/*/*.normalized.txt")):
         return "libritts"
     return "folder"
@@ -256,6 +277,11 @@ def detect_format(src: str | Path) -> str:
 def load_corpus(src: str | Path, format: str | None = None, **hf_options) -> list[dict]:
     """Read any supported layout (auto-detected unless `format` is given) and check it."""
     format = format or detect_format(src)
+    if format in ("csv", "jsonl") and Path(src).is_dir():
+        table = _table_in(Path(src))
+        if table is None:
+            raise ManifestError(f"{src}: a folder with no {' / '.join(TABLE_NAMES)} to read as {format}")
+        src = table
     readers = {"folder": read_folder, "csv": read_csv, "jsonl": read_jsonl, "ljspeech": read_ljspeech,
                "libritts": read_libritts, "hf": lambda p: read_hf(p, **hf_options)}
     if format not in readers:

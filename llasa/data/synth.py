@@ -136,7 +136,10 @@ def _render(job: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="llasa-synth-") as tmp:
         text_file, raw = Path(tmp) / "text.txt", Path(tmp) / "raw.wav"
         text_file.write_text(job["normalized"] + "\n", encoding="utf-8")
-        proc = subprocess.run(voice.command(text_file, raw), capture_output=True, text=True, timeout=120)
+        try:
+            proc = subprocess.run(voice.command(text_file, raw), capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            return {"id": job["id"], "error": f"{voice.engine} took longer than 120 s"}
         if proc.returncode != 0 or not raw.is_file():
             return {"id": job["id"], "error": f"{voice.engine} failed ({proc.returncode}): {proc.stderr.strip()[-300:]}"}
         try:

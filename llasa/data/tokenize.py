@@ -97,7 +97,7 @@ def _seconds(item: dict) -> float:
         return float(item["duration"])
     try:
         info = sf.info(item["audio"])
-    except Exception:  # unreadable files are reported when they are loaded
+    except (RuntimeError, OSError):  # unreadable files are reported when they are loaded
         return 0.0
     return info.frames / info.samplerate
 
@@ -187,7 +187,7 @@ def tokenize_manifest(
 
     todo = mine[progress["items_done"]:]
     total_seconds = progress["seconds"] + sum(_seconds(item) for _, item in todo)
-    bar = tqdm(total=round(total_seconds / 3600, 4), initial=round(progress["seconds"] / 3600, 4),
+    bar = tqdm(total=total_seconds / 3600, initial=progress["seconds"] / 3600,
                desc=f"tokenize {rank}/{world_size}", unit="h audio", bar_format=
                "{l_bar}{bar}| {n:.2f}/{total:.2f} h audio [{elapsed}<{remaining}{postfix}]")
     start, seconds_now = time.perf_counter(), 0.0
@@ -243,7 +243,7 @@ def tokenize_manifest(
         # audio seconds per wall second = hours of audio per hour
         bar.set_postfix_str(f"{seconds_now / max(time.perf_counter() - start, 1e-9):.1f} h/h, "
                             f"{progress['rows']} rows, {progress['skipped']} skipped")
-        bar.update(round(chunk_seconds / 3600, 4))
+        bar.update(min(chunk_seconds / 3600, bar.total - bar.n))  # float sums may overshoot the total
         if on_commit:
             on_commit(dict(progress))
     bar.close()

@@ -37,7 +37,7 @@ def add_commands(subparsers) -> None:
 def _required(value: str | None, default, flag: str) -> str:
     value = value or default()
     if value is None:
-        raise ValueError(f"{flag} is required: no default model is published yet (pass a hub id or a local directory)")
+        raise ValueError(f"{flag} is required (no default is published yet): pass a hub id or a local directory")
     return value
 
 

@@ -309,6 +309,8 @@ class CodecTrainer:
         self.sampler = CropSampler(files, int(data["crop_seconds"] * SAMPLE_RATE), train["seed"])
         held_out = CropSampler(eval_files[: data["eval_clips"]], int(data["eval_seconds"] * SAMPLE_RATE), train["seed"])
         self.eval_batch = torch.from_numpy(np.stack([held_out.read(i, None) for i in range(len(held_out.files))]))[:, None]
+        if not config["init_from"]:
+            self._unit_variance_quantizer_input()
 
     # state ------------------------------------------------------------------------------
 
@@ -363,15 +365,35 @@ class CodecTrainer:
     def _autocast(self, enabled: bool):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    def _encode(self, wav: torch.Tensor):
+        """(B, 1, N) -> (Xcodec2EncoderOutput with latents, w2v-BERT input features or None)."""
+        if self.mel_model:
+            return self.generator.encode(wav, output_latents=True), None
+        features = torch.stack([semantic_features(w[0].numpy()) for w in wav.cpu()]).to(self.device)
+        return self.generator.encode(wav, input_features=features, output_latents=True), features
+
+    @torch.no_grad()
+    def _unit_variance_quantizer_input(self) -> None:
+        """Rescale `quantizer.project_in` so the FSQ input has unit variance on real audio.
+
+        transformers' initialisation (std 0.02, zero biases) shrinks the encoder's output until
+        every frame rounds to the all-zero FSQ code, whose latent is exactly zero; the decoder
+        then emits exact silence, where the clamped log-mel loss has no gradient at all, and
+        training stalls until the discriminators switch on.
+        """
+        captured = {}
+        projection = self.generator.quantizer.project_in
+        handle = projection.register_forward_hook(lambda _module, _inputs, output: captured.update(z=output))
+        try:
+            self._encode(self.eval_batch.to(self.device))
+        finally:
+            handle.remove()
+        projection.weight.div_(captured["z"].float().std().clamp(min=1e-8))
+
     def reconstruct(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, 1, N) -> (reconstruction, codes, semantic loss or None)."""
         with self._autocast(self.config["train"]["bf16"]):
-            if self.mel_model:
-                encoded = self.generator.encode(wav, output_latents=True)
-                features = None
-            else:
-                features = torch.stack([semantic_features(w[0].numpy()) for w in wav.cpu()]).to(self.device)
-                encoded = self.generator.encode(wav, input_features=features, output_latents=True)
+            encoded, features = self._encode(wav)
             recon = self.generator.decode(latents=encoded.latents).audio_values[..., : wav.shape[-1]]
             semantic = None
             if self.semantic_head is not None and self.semantic_head.training:
@@ -400,11 +422,11 @@ class CodecTrainer:
             stats["d_grad_norm"] = float(nn.utils.clip_grad_norm_(self.discriminators.parameters(), clip))
             self.opt_d.step()
             self.sched_d.step()
-            stats["d_loss"] = float(d_loss)
+            stats["d_loss"] = d_loss.item()
 
         mel = self.mel_loss(recon, wav)
         total = loss_cfg["mel"] * mel
-        stats["mel"] = float(mel)
+        stats["mel"] = mel.item()
         if gan:
             self.discriminators.requires_grad_(False)  # no discriminator gradients from the G step
             fake = self._discriminate(recon)
@@ -412,20 +434,20 @@ class CodecTrainer:
                 real = self._discriminate(wav)
             adversarial = sum(generator_adversarial_loss(fake[n][0]) for n in fake)
             total = total + loss_cfg["adversarial"] * adversarial
-            stats["adversarial"] = float(adversarial)
+            stats["adversarial"] = adversarial.item()
             for name in fake:
                 matching = feature_matching_loss(real[name][1], fake[name][1])
                 total = total + loss_cfg["feature_matching"] * matching
-                stats[f"fm_{name}"] = float(matching)
+                stats[f"fm_{name}"] = matching.item()
         if semantic is not None:
             total = total + loss_cfg["semantic"] * semantic
-            stats["semantic"] = float(semantic)
+            stats["semantic"] = semantic.item()
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         stats["g_grad_norm"] = float(nn.utils.clip_grad_norm_(self.generator_params, clip))
         self.opt_g.step()
         self.sched_g.step()
-        stats["g_loss"] = float(total)
+        stats["g_loss"] = total.item()
         stats["lr"] = self.sched_g.get_last_lr()[0]
         self.step += 1
         return stats

@@ -259,10 +259,11 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         )
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    step = 0
+    step, total_tokens = 0, 0
     if resume and (ckpt := _latest_checkpoint(out)) is not None:
         accelerator.load_state(str(ckpt / STATE_DIR))
-        step = json.loads((ckpt / STATE_DIR / "trainer.json").read_text())["step"]
+        trainer_state = json.loads((ckpt / STATE_DIR / "trainer.json").read_text())
+        step, total_tokens = trainer_state["step"], trainer_state.get("tokens", 0)
         accelerator.print(f"resuming from {ckpt} at step {step}")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -310,7 +311,13 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         record: dict[str, Any] = {}
         if step % cfg.log_every == 0 or step == stop:
             elapsed = time.perf_counter() - t0
-            record.update(loss=loss, lr=lr_at(step - 1, cfg), tokens_per_s=tokens_seen * world / max(elapsed, 1e-9))
+            interval = int(accelerator.reduce(torch.tensor(tokens_seen, device=accelerator.device), "sum"))
+            total_tokens += interval
+            # tokens = real (non-padding) tokens trained on so far: the compute axis of scaling plots
+            record.update(
+                loss=loss, lr=lr_at(step - 1, cfg), tokens=total_tokens, interval_s=round(elapsed, 4),
+                tokens_per_s=interval / max(elapsed, 1e-9),
+            )
             tokens_seen, t0 = 0, time.perf_counter()
         if step % cfg.eval_every == 0 or step == stop:
             record["eval_loss"] = evaluate(model, eval_set, cfg, accelerator)
@@ -319,7 +326,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             with open(out / LOG_FILE, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if step % cfg.save_every == 0 or step == stop:
-            save_checkpoint(accelerator, model, tokenizer, out, step, cfg)
+            save_checkpoint(accelerator, model, tokenizer, out, step, cfg, tokens=total_tokens)
     bar.close()
     final = out / f"checkpoint-{step}"
     if accelerator.is_main_process and step >= cfg.max_steps:
@@ -350,7 +357,7 @@ def evaluate(model, eval_set: _Examples, cfg: LMTrainConfig, accelerator) -> flo
     return float(sums[0] / sums[1].clamp(min=1))
 
 
-def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LMTrainConfig) -> Path:
+def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LMTrainConfig, *, tokens: int = 0) -> Path:
     """HF layout (loadable by `llasa tts --model`) + the training state for resume; old ones pruned."""
     ckpt = out / f"checkpoint-{step}"
     accelerator.wait_for_everyone()
@@ -372,7 +379,7 @@ def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LM
         else:
             unwrapped.save_pretrained(ckpt, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(ckpt)
-        (ckpt / STATE_DIR / "trainer.json").write_text(json.dumps({"step": step}))
+        (ckpt / STATE_DIR / "trainer.json").write_text(json.dumps({"step": step, "tokens": tokens}))
         done = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         for old in done[: -cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)

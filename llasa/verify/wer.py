@@ -128,6 +128,7 @@ class WERVerifier:
                 counts = {"substitutions": m.substitutions, "deletions": m.deletions, "insertions": m.insertions}
             else:  # a prefix with no words recognised yet matches the empty prefix: nothing wrong so far
                 errors, counts = 0, {"substitutions": 0, "deletions": 0, "insertions": 0}
+            counts = {k: float(v) for k, v in counts.items()}
             rate = errors / max(len(reference), 1)
             scores.append(Score(-rate, {metric: rate, "ref_units": float(len(reference)), **counts}, {"hyp": hyp}))
         return scores

@@ -1,0 +1,220 @@
+"""Codec training recipe: losses, discriminators, the mel-encoder codec, training and resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+from transformers import Xcodec2Config, Xcodec2Model
+
+from llasa.codec.discriminators import MultiPeriodDiscriminator, MultiResolutionSpecDiscriminator
+from llasa.codec.losses import (
+    MultiScaleMelLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from llasa.codec.mel_encoder import Xcodec2MelModel, build_codec_model
+from llasa.train.codec import CodecTrainer, load_config, lr_factor, train_codec
+
+TINY_MEL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "semantic_model_config": {
+        "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "output_hidden_size": 32
+    },
+    "quantization_dim": 96,
+    "quantization_levels": [4, 4, 4],
+    "encoder_type": "mel",
+    "mel_bins": 32,
+    "mel_encoder_layers": 1,
+}
+TINY_DISCRIMINATORS = {
+    "mpd": {"periods": [2, 3], "channels": 4, "max_channels": 16},
+    "spec": {"fft_sizes": [126, 542], "hop_sizes": [63, 271], "channels": 4, "max_channels": 16},
+}
+
+
+def _voice(f0: float, seconds: float, seed: int) -> np.ndarray:
+    """A buzzy harmonic tone with vibrato and a syllable-rate envelope: speech-like enough."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    phase = 2 * np.pi * f0 * (t + 0.02 * np.sin(2 * np.pi * 0.7 * t))
+    wav = sum(np.sin(k * phase) / k for k in range(1, 8)) * np.sin(2 * np.pi * 3 * t) ** 2
+    wav += 0.01 * np.random.default_rng(seed).standard_normal(len(t))
+    return (0.5 * wav / np.abs(wav).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for i in range(6):
+        sf.write(root / f"clip{i}.wav", _voice(110 + 30 * i, 1.2, i), 16000)
+    manifest = root / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": f"clip{i}.wav", "text": "x"}) + "\n" for i in range(6)))
+    return root
+
+
+def _recipe(corpus, output_dir, **train) -> dict:
+    return {
+        "output_dir": str(output_dir),
+        "model": copy.deepcopy(TINY_MEL),
+        "data": {"train": str(corpus / "train.jsonl"), "eval_clips": 2, "crop_seconds": 0.4, "eval_seconds": 0.4, "batch_size": 2},
+        "loss": {"semantic": 0, "gan_start_step": 2},
+        "discriminators": copy.deepcopy(TINY_DISCRIMINATORS),
+        "optim": {"lr": 1e-3, "warmup_steps": 2, "decay_steps": 10},
+        "train": {"max_steps": 4, "log_every": 1, "eval_every": 2, "save_every": 2, "bf16": False, **train},
+    }
+
+
+# losses and discriminators ----------------------------------------------------------------------
+
+
+def test_discriminators_give_one_logit_map_and_feature_list_per_subdiscriminator():
+    wav = torch.randn(2, 1, 4001, requires_grad=True)  # odd length: MPD pads to its period
+    for disc, count in (
+        (MultiPeriodDiscriminator(periods=(2, 3, 5), channels=4, max_channels=16), 3),
+        (MultiResolutionSpecDiscriminator(fft_sizes=(64, 256), hop_sizes=(16, 64), channels=4, max_channels=8), 2),
+    ):
+        logits, features = disc(wav)
+        assert len(logits) == len(features) == count
+        assert all(x.ndim == 2 and x.shape[0] == 2 for x in logits)
+        assert all(len(f) == len(features[0]) >= 3 for f in features)
+        generator_adversarial_loss(logits).backward()
+        assert wav.grad is not None and wav.grad.abs().sum() > 0
+        wav.grad = None
+
+
+def test_gan_losses_are_lsgan_and_l1_feature_matching():
+    ones, zeros = [torch.ones(2, 5)], [torch.zeros(2, 5)]
+    assert discriminator_loss(ones, zeros) == 0
+    assert discriminator_loss(zeros, ones) == 2  # (1-0)^2 + 1^2
+    assert generator_adversarial_loss(ones) == 0 and generator_adversarial_loss(zeros) == 1
+    real = [[torch.zeros(3), torch.ones(4)]]
+    fake = [[torch.zeros(3), torch.full((4,), 3.0)]]
+    assert feature_matching_loss(real, fake) == pytest.approx(1.0)  # mean over layers of (0, 2)
+
+
+def test_multiscale_mel_loss_is_zero_for_identical_audio_and_has_gradients():
+    loss = MultiScaleMelLoss()
+    assert len(loss.spectrograms) == 7
+    target = torch.from_numpy(_voice(150, 0.5, 0))[None, None]
+    assert loss(target, target) == 0
+    predicted = (0.5 * target).requires_grad_()
+    value = loss(predicted, target)
+    value.backward()
+    # halving the amplitude shifts every log10 mel bin by log10(2) at each of the 7 scales
+    assert value.item() == pytest.approx(7 * np.log10(2), rel=0.05)
+    assert predicted.grad.abs().sum() > 0
+
+
+def test_lr_schedule_warms_up_quadratically_then_decays_linearly():
+    optim = {"lr": 1e-4, "warmup_start_lr": 1e-5, "final_lr": 2e-5, "warmup_steps": 100, "decay_steps": 1000}
+    assert lr_factor(0, optim) == pytest.approx(0.1)
+    assert lr_factor(50, optim) == pytest.approx((1e-5 + 9e-5 * 0.25) / 1e-4)
+    assert lr_factor(100, optim) == pytest.approx(1.0)
+    assert lr_factor(600, optim) == pytest.approx(0.6)
+    assert lr_factor(10_000, optim) == pytest.approx(0.2)
+
+
+# the mel-encoder codec ----------------------------------------------------------------------------
+
+
+def test_mel_codec_keeps_the_xcodec2_token_interface_and_round_trips_through_save(tmp_path):
+    config = Xcodec2Config(**copy.deepcopy(TINY_MEL))
+    torch.manual_seed(0)
+    model = build_codec_model(config).eval()
+    assert isinstance(model, Xcodec2MelModel)
+    assert isinstance(build_codec_model(Xcodec2Config(**{k: v for k, v in TINY_MEL.items() if k != "encoder_type"})), Xcodec2Model)
+    wav = torch.from_numpy(_voice(140, 0.64, 1))[None, None]  # 10240 samples = 32 frames
+    with torch.no_grad():
+        codes = model.encode(wav).audio_codes
+        audio = model.decode(audio_codes=codes).audio_values
+    assert codes.shape == (1, 1, 32) and codes.min() >= 0 and codes.max() < 64
+    assert audio.shape == (1, 1, 320 * 32)
+    # the decoder half uses Xcodec2Model's module names, so its weights are interchangeable
+    assert {k for k in model.state_dict() if not k.startswith(("mel_encoder.", "fc_encoder."))} == {
+        k for k in Xcodec2Model(Xcodec2Config(**{k: v for k, v in TINY_MEL.items() if k != "encoder_type"})).state_dict()
+        if k.startswith(("quantizer.", "acoustic_decoder."))
+    }
+    model.save_pretrained(str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["encoder_type"] == "mel"
+    reloaded = Xcodec2MelModel.from_pretrained(str(tmp_path)).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded.encode(wav).audio_codes, codes)
+        assert torch.allclose(reloaded.decode(audio_codes=codes).audio_values, audio, atol=1e-6)
+
+
+# training ---------------------------------------------------------------------------------------
+
+
+def test_a_few_reconstruction_steps_reduce_the_mel_loss_on_one_clip(corpus, tmp_path):
+    recipe = _recipe(corpus, tmp_path, bf16=True)
+    recipe["loss"]["gan_start_step"] = 1000
+    recipe["optim"].update(lr=3e-3, warmup_steps=0)
+    trainer = CodecTrainer(load_config(recipe))
+    wav = trainer.sampler.batch(0, 2)
+    losses = [trainer.train_step(wav)["mel"] for _ in range(12)]
+    assert losses[0] > 0 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_killed_run_resumes_exactly_like_an_uninterrupted_one(corpus, tmp_path):
+    # 4 steps with the GAN switching on at step 2: both phases cross the checkpoint
+    straight = train_codec(_recipe(corpus, tmp_path / "straight"), resume=False)
+    interrupted = _recipe(corpus, tmp_path / "resumed")
+    train_codec(interrupted, resume=False, max_steps=2)
+    assert (tmp_path / "resumed" / "checkpoints" / "step_00000002").is_dir()
+    resumed = train_codec(interrupted, resume=True)
+
+    def log(run):
+        return [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+
+    def comparable(records):
+        return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records]
+
+    assert [r["step"] for r in log("resumed") if "mel" in r] == [1, 2, 3, 4]
+    assert "d_loss" in log("straight")[-2]  # the GAN phase was reached
+    for a, b in zip(comparable(log("straight")), comparable(log("resumed")), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    weights_a, weights_b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        torch.testing.assert_close(weights_a[key], weights_b[key], rtol=1e-5, atol=1e-6)
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "step_00000004" / "training_state.pt", weights_only=True)
+    assert state["step"] == 4 and state["sched_d"]["last_epoch"] == 2  # D steps only once the GAN is on
+
+
+def test_config_errors_name_the_problem(corpus, tmp_path):
+    recipe = _recipe(corpus, tmp_path)
+    recipe["optim"]["learning_rate"] = 1
+    with pytest.raises(ValueError, match="optim.learning_rate"):
+        load_config(recipe)
+    recipe = _recipe(corpus, tmp_path)
+    recipe["data"]["crop_seconds"] = 0.33
+    with pytest.raises(ValueError, match="crop_seconds"):
+        load_config(recipe)
+    recipe = _recipe(corpus, tmp_path)
+    recipe["loss"]["semantic"] = 5
+    with pytest.raises(ValueError, match="semantic teacher"):
+        CodecTrainer(load_config(recipe))
+
+
+def test_waveform_xcodec2_trains_with_its_semantic_teacher(corpus, tmp_path):
+    recipe = _recipe(corpus, tmp_path, max_steps=1)
+    recipe["model"] = "tiny"
+    recipe["loss"]["semantic"] = 5.0
+    final = train_codec(recipe, resume=False)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records[0]["semantic"] > 0
+    assert "semantic_encoder.encoder.layers.0.ffn1.intermediate_dense.weight" in load_file(final / "model.safetensors")
