@@ -1,8 +1,9 @@
 """Our loader + transformers' Xcodec2Model against the official xcodec2==0.1.5 package.
 
-Install (the package pins torch 2.5/torchaudio; never let it replace torch):
-    pip install --no-deps xcodec2==0.1.5 einops==0.8.0 vector-quantize-pytorch==1.17.8 torchtune==0.6.1 torchao==0.17.0
-    pip install einx omegaconf sentencepiece tiktoken blobfile Pillow
+Install (the package pins torch 2.5/torchaudio; never let it replace torch; torchtune is only
+read for its RoPE file, so none of its dependencies, torchao included, are needed):
+    pip install --no-deps xcodec2==0.1.5 vector-quantize-pytorch==1.17.8 torchtune==0.6.1
+    pip install einops==0.8.0 einx
 """
 
 from __future__ import annotations

@@ -10,26 +10,51 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import sys
 import types
+from pathlib import Path
 from unittest import mock
 
 import torch
 from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel, Xcodec2Config
 
 
-def import_official() -> types.ModuleType:
-    """`xcodec2.modeling_xcodec2`, imported without torchaudio (imported there, never used)."""
-    import transformers  # noqa: F401  (must initialise before the stub exists: it inspects torchaudio)
+def _torchtune_rope_only() -> dict[str, types.ModuleType]:
+    """Stand-ins for `torchtune` and `torchtune.modules` holding just RotaryPositionalEmbeddings.
 
-    stubbed = "torchaudio" not in sys.modules
-    if stubbed:
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    xcodec2 uses nothing else from torchtune, whose package import needs torchao, omegaconf,
+    sentencepiece, ...; torchao in the environment would also be imported by every
+    `import transformers` (its quantizer integration), costing everyone time and log noise.
+    """
+    spec = importlib.util.find_spec("torchtune")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'torchtune' (pip install --no-deps torchtune==0.6.1)")
+    path = Path(spec.submodule_search_locations[0]) / "modules" / "position_embeddings.py"
+    loader = importlib.util.spec_from_file_location("torchtune.modules.position_embeddings", path)
+    rope = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(rope)
+    package, modules = types.ModuleType("torchtune"), types.ModuleType("torchtune.modules")
+    modules.RotaryPositionalEmbeddings = rope.RotaryPositionalEmbeddings
+    package.modules = modules
+    return {"torchtune": package, "torchtune.modules": modules}
+
+
+def import_official() -> types.ModuleType:
+    """`xcodec2.modeling_xcodec2`, imported without torchaudio (imported there, never used)
+    and without torchtune's package."""
+    import transformers  # noqa: F401  (must initialise before the stubs exist: it inspects torchaudio)
+
+    if "xcodec2.modeling_xcodec2" in sys.modules:
+        return sys.modules["xcodec2.modeling_xcodec2"]
+    stubs = {"torchaudio": types.ModuleType("torchaudio"), **_torchtune_rope_only()}
+    stubs = {name: module for name, module in stubs.items() if name not in sys.modules}
+    sys.modules.update(stubs)
     try:
         return importlib.import_module("xcodec2.modeling_xcodec2")
     finally:
-        if stubbed:
-            del sys.modules["torchaudio"]
+        for name in stubs:
+            del sys.modules[name]
 
 
 def _offline(factory):
