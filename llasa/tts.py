@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
 from llasa.lm import model as lm_model
+from llasa.lm.frontend import frontend_of
 from llasa.lm.prompt import check_text, join_voice_text, prompt_ids
 from llasa.lm.sampling import SamplingParams, SpeechDecoder
 from llasa.lm.vocab import SpeechVocab
@@ -189,6 +190,7 @@ class Synthesizer:
         self.frame_rate = codec.sample_rate / codec.hop_length
         self.sample_rate = codec.sample_rate
         self._template_length: int | None = None
+        self.frontend = frontend_of(model)  # raw text, or the phonemes the model was trained on
 
     @classmethod
     def from_pretrained(
@@ -220,8 +222,8 @@ class Synthesizer:
         self._check_voice(voice)
         return prompt_ids(
             self.tokenizer,
-            text,
-            voice_text=voice.text if voice else None,
+            self.frontend(text),
+            voice_text=self.frontend(voice.text) if voice else None,
             voice_codes=voice.codes if voice else None,
             vocab=self.vocab,
         )
@@ -234,8 +236,9 @@ class Synthesizer:
         """len(self.prompt(text, voice)) without rendering the template (or validating a
         fragment): the text span sits between two added tokens, so it is tokenised on its own."""
         if self._template_length is None:
-            self._template_length = len(self.prompt("a")) - len(self.tokenizer("a", add_special_tokens=False)["input_ids"])
-        span = join_voice_text(voice.text, text) if voice is not None else text
+            spoken = self.tokenizer(self.frontend("a"), add_special_tokens=False)["input_ids"]
+            self._template_length = len(self.prompt("a")) - len(spoken)
+        span = join_voice_text(self.frontend(voice.text), self.frontend(text)) if voice is not None else self.frontend(text)
         voice_codes = len(voice.codes) if voice is not None else 0
         return self._template_length + len(self.tokenizer(span, add_special_tokens=False)["input_ids"]) + voice_codes
 

@@ -14,13 +14,14 @@ import torch
 from safetensors.torch import save_file
 from transformers import Wav2Vec2BertConfig, Xcodec2Config
 
-pytest.importorskip("xcodec2")
-pytest.importorskip("vector_quantize_pytorch")
-pytest.importorskip("torchtune")
+from llasa.codec import CheckpointError, Codec, loading
+from llasa.codec.official import build_official_model, import_official, released_key_names
 
-from llasa.codec import CheckpointError, Codec, loading  # noqa: E402
-from llasa.codec.official import build_official_model, released_key_names  # noqa: E402
-from llasa.codec.testing import randomize_weights  # noqa: E402
+try:
+    import_official()
+except ImportError as error:
+    pytest.skip(f"official xcodec2 package not importable ({error}); see install commands above", allow_module_level=True)
+from llasa.codec.testing import randomize_weights
 
 # the official architecture shrunk through its own constructor arguments; w2v-BERT keeps
 # 16 layers because the official model reads hidden_states[16]

@@ -62,7 +62,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     progress = tokenize_manifest(
         args.manifest, args.out, codec=codec, tokenizer=tokenizer, codec_name=str(args.codec),
         tokenizer_name=tokenizer_name, batch_size=args.batch_size, max_length=args.max_length,
-        text_field=args.text_field, rank=rank, world_size=world_size,
+        text_field=args.text_field, frontend=args.frontend, rank=rank, world_size=world_size,
     )
     print(f"{args.out}: rank {rank}/{world_size}: {progress['rows']} rows, {progress['skipped']} skipped, "
           f"{progress['seconds'] / 3600:.2f} h of audio")
@@ -106,6 +106,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=2048, help="row length; longer utterances are skipped")
     p.add_argument("--text-field", default="text", help="the manifest field to read ('normalized' for spelled-out text)")
+    p.add_argument("--frontend", default="text",
+                   help="what the LM reads: 'text' (as the official models) or 'espeak:en-us' (IPA phonemes)")
     p.add_argument("--rank", type=int, help="this process's rank (default: $RANK)")
     p.add_argument("--world-size", type=int, help="number of ranks (default: $WORLD_SIZE)")
     p.add_argument("--device", help="default: cuda:$LOCAL_RANK when a GPU is present, else cpu")

@@ -117,6 +117,7 @@ def tokenize_manifest(
     batch_size: int = 8,
     max_length: int = 2048,
     text_field: str = "text",
+    frontend: str = "text",
     rank: int | None = None,
     world_size: int | None = None,
     chunk_size: int | None = None,
@@ -128,8 +129,11 @@ def tokenize_manifest(
     in `tokenize_config.json`. `on_commit(progress)` runs after each committed chunk.
     Returns the shard's progress record (rows, items done, skipped, hours).
     """
+    from llasa.lm.frontend import Frontend
     from llasa.lm.prompt import memmap_row
     from llasa.lm.vocab import SpeechVocab
+
+    to_model_text = Frontend(frontend)
 
     rank, world_size = distributed_rank(rank, world_size)
     if batch_size < 1:
@@ -150,7 +154,7 @@ def tokenize_manifest(
     config = {
         "codec": codec_name, "codebook_size": codec.codebook_size, "sample_rate": codec.sample_rate,
         "hop_length": codec.hop_length, "tokenizer": tokenizer_name, "vocab_size": len(tokenizer),
-        "speech_offset": vocab.speech_offset, "max_length": max_length, "text_field": text_field,
+        "speech_offset": vocab.speech_offset, "max_length": max_length, "text_field": text_field, "frontend": frontend,
         "world_size": world_size, "manifest": manifest_name, "items": len(items),
     }
     config_path = out_dir / CONFIG_NAME
@@ -216,7 +220,7 @@ def tokenize_manifest(
         rows, entries = [], []
         for (index, item, text, wav), item_codes in zip(loaded, codes):
             try:
-                row = memmap_row(tokenizer, text, item_codes, max_length=max_length)
+                row = memmap_row(tokenizer, to_model_text(text), item_codes, max_length=max_length)
             except ValueError as exc:
                 skipped.append({"item": index, "id": item["id"], "audio": item["audio"], "reason": str(exc)})
                 continue

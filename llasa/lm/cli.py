@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -15,12 +16,15 @@ def add_commands(subparsers) -> None:
     tts.add_argument("--voice", help="reference clip to clone, or a voice profile (.json) from `llasa voice create`")
     tts.add_argument("--voice-text", help="transcript of the reference clip (required with a clip)")
     tts.add_argument("--seed", type=int, help="random seed, for reproducible output")
-    tts.add_argument("-n", type=int, default=1, help="number of candidates; with n > 1 files are named OUT-0.wav, OUT-1.wav, ...")
+    tts.add_argument("-n", type=int, help="number of candidates (default 1); with n > 1 files are named OUT-0.wav, "
+                     "OUT-1.wav, ...; with --search best-of-n the number searched (default 8)")  # fmt: skip
     tts.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy; default 0.8)")
     tts.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0 = off)")
     tts.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
     tts.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty on repeated speech tokens (1 = off)")
     tts.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    add_search_arguments(tts)
+    tts.add_argument("--scores", action="store_true", help="with --search: write every candidate's scores to OUT.scores.json")
     tts.set_defaults(handler=run_tts)
 
     voice = subparsers.add_parser("voice", help="voice profiles", description="Manage reusable voice profiles.")
@@ -32,6 +36,57 @@ def add_commands(subparsers) -> None:
     create.add_argument("--codec", help="X-codec2 codec: hub id or local directory (the model's codec)")
     create.add_argument("--name", help="voice name (default: the clip's file name)")
     create.set_defaults(handler=run_voice_create)
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of verifier-guided search (`llasa tts --search`, `llasa eval tts --search`)."""
+    from llasa.search import STRATEGIES
+
+    group = parser.add_argument_group("search", "verifier-guided inference-time search (llasa.search)")
+    group.add_argument("--search", choices=STRATEGIES, help="best-of-n (-n candidates, outcome verifier), beam "
+                       "(partial sequences, process verifier) or the paper's prm-sim+orm-wer")  # fmt: skip
+    group.add_argument("--verifier", help="verifier(s) with weights, e.g. wer or sim:1,wer:0.5 (default wer); "
+                       "the process verifier of beam search")  # fmt: skip
+    group.add_argument("--final-verifier", help="beam search: outcome verifier(s) that pick among the finished beams")
+    group.add_argument("--normalize", choices=("zscore", "rank"), default="zscore", help="how combined verifiers are normalised")
+    group.add_argument("--beam-width", type=int, help="beam search: beams kept after each step (default 2)")
+    group.add_argument("--expand", type=int, help="beam search: continuations per kept beam (default 4)")
+    group.add_argument("--step-tokens", type=int, help="beam search: tokens between verifier calls (default 50 = 1 s)")
+    group.add_argument("--max-tokens", type=int, help="budget: speech tokens sampled over all candidates")
+    group.add_argument("--wer-model", help="Whisper checkpoint directory for the wer verifier (default PocketSphinx)")
+    group.add_argument("--sim-model", help="speaker-verification checkpoint for the sim verifier (default Resemblyzer)")
+    group.add_argument("--language", default="en", help="language of the text, for the wer verifier (default en)")
+
+
+def searcher_from_args(args: argparse.Namespace):
+    """A Searcher from the search flags, or None without --search (beam flags then are an error)."""
+    beam_flags = {"--beam-width": args.beam_width, "--expand": args.expand, "--step-tokens": args.step_tokens,
+                  "--final-verifier": args.final_verifier}  # fmt: skip
+    if args.search is None:
+        given = [flag for flag, value in {**beam_flags, "--verifier": args.verifier, "--max-tokens": args.max_tokens}.items()
+                 if value is not None]  # fmt: skip
+        if given:
+            raise ValueError(f"{', '.join(given)} needs --search")
+        return None
+    from llasa.search import Searcher
+
+    if args.search == "best-of-n":
+        given = [flag for flag, value in beam_flags.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to beam search, not best-of-n")
+    beam = {k: v for k, v in (("beam_width", args.beam_width), ("expand", args.expand), ("step_tokens", args.step_tokens))
+            if v is not None}  # fmt: skip
+    options = {name: {"model": model} for name, model in (("wer", args.wer_model), ("sim", args.sim_model)) if model}
+    return Searcher(
+        args.search,
+        verifiers=args.verifier,
+        final_verifiers=args.final_verifier,
+        n=args.n,
+        max_tokens=args.max_tokens,
+        normalize=args.normalize,
+        verifier_options=options,
+        **beam,
+    )
 
 
 def _required(value: str | None, default, flag: str) -> str:
@@ -47,10 +102,19 @@ def run_tts(args: argparse.Namespace) -> int:
 
     model = _required(args.model, default_model_path, "--model")
     codec = _required(args.codec, default_codec_path, "--codec")
+    if args.n is not None and args.search not in (None, "best-of-n"):
+        raise ValueError(f"-n is the candidate count of best-of-n; --search {args.search} uses --beam-width and --expand")
+    if args.n is None:
+        args.n = 8 if args.search == "best-of-n" else 1
     if args.n < 1:
         raise ValueError(f"-n must be at least 1, got {args.n}")
     if args.voice_text and not args.voice:
         raise ValueError("--voice-text needs --voice (the clip it transcribes)")
+    searcher = searcher_from_args(args)
+    if args.scores and searcher is None:
+        raise ValueError("--scores needs --search (it writes the candidates' verifier scores)")
+    if searcher is not None and searcher.voice_verifiers and not args.voice:
+        raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
     synth = Synthesizer.from_pretrained(model, codec, device=args.device)
     voice = None
     if args.voice:
@@ -60,6 +124,21 @@ def run_tts(args: argparse.Namespace) -> int:
             raise ValueError("--voice-text is required with a voice clip (its transcript); or pass a .json voice profile")
         else:
             voice = synth.voice(args.voice, args.voice_text)
+    output = Path(args.output)
+    if searcher is not None:
+        from llasa.lm.sampling import SamplingParams
+
+        params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                                repetition_penalty=args.repetition_penalty)  # fmt: skip
+        prompt_audio = audio.load(args.voice) if voice is not None and Path(args.voice).suffix.lower() != ".json" else None
+        found = searcher(synth, args.text, voice, prompt_audio=prompt_audio, language=args.language, params=params,
+                         seed=args.seed, progress=True)  # fmt: skip
+        print(audio.write(output, found.audio, synth.sample_rate))
+        if args.scores:
+            report = output.with_name(f"{output.stem}.scores.json")
+            report.write_text(json.dumps(found.to_dict(), indent=1, ensure_ascii=False))
+            print(report)
+        return 0
     result = synth.tts(
         args.text,
         voice,
@@ -70,7 +149,6 @@ def run_tts(args: argparse.Namespace) -> int:
         seed=args.seed,
         n=args.n,
     )
-    output = Path(args.output)
     if args.n == 1:
         print(audio.write(output, result, synth.sample_rate))
     else:

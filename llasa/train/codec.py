@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
         "feature_matching": 1.0,
         "semantic": 5.0,
         "gan_start_step": 0,
+        # the discriminators see a random segment of this length from each crop (None: the whole
+        # crop); on a CPU they cost many times the generator, and their cost is linear in length
+        "discriminator_seconds": None,
         "mel_n_mels": [5, 10, 20, 40, 80, 160, 320],
         "mel_window_lengths": [32, 64, 128, 256, 512, 1024, 2048],
     },
@@ -407,6 +410,16 @@ class CodecTrainer:
         with self._autocast(self.config["train"]["bf16_discriminators"]):
             return {name: d(wav) for name, d in self.discriminators.items()}
 
+    def _segments(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same random window of each real and generated crop, for the discriminators."""
+        seconds = self.config["loss"]["discriminator_seconds"]
+        length = real.shape[-1] if seconds is None else min(real.shape[-1], int(seconds * SAMPLE_RATE))
+        if length == real.shape[-1]:
+            return real, fake
+        starts = torch.randint(0, real.shape[-1] - length + 1, (real.shape[0], 1, 1))
+        index = (starts + torch.arange(length)).to(real.device)
+        return real.gather(-1, index), fake.gather(-1, index)
+
     def train_step(self, wav: torch.Tensor) -> dict[str, float]:
         loss_cfg, clip = self.config["loss"], self.config["optim"]["grad_clip"]
         gan = self.step >= loss_cfg["gan_start_step"]
@@ -414,8 +427,9 @@ class CodecTrainer:
         stats: dict[str, float] = {}
 
         if gan:
+            real_segment, fake_segment = self._segments(wav, recon)
             self.discriminators.requires_grad_(True)
-            real, fake = self._discriminate(wav), self._discriminate(recon.detach())
+            real, fake = self._discriminate(real_segment), self._discriminate(fake_segment.detach())
             d_loss = sum(discriminator_loss(real[n][0], fake[n][0]) for n in real)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
@@ -429,9 +443,9 @@ class CodecTrainer:
         stats["mel"] = mel.item()
         if gan:
             self.discriminators.requires_grad_(False)  # no discriminator gradients from the G step
-            fake = self._discriminate(recon)
+            fake = self._discriminate(fake_segment)
             with torch.no_grad():
-                real = self._discriminate(wav)
+                real = self._discriminate(real_segment)
             adversarial = sum(generator_adversarial_loss(fake[n][0]) for n in fake)
             total = total + loss_cfg["adversarial"] * adversarial
             stats["adversarial"] = adversarial.item()

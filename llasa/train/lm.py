@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from llasa.config import load_config_file
 from llasa.data.tokenize import CodeShardDataset
+from llasa.lm.frontend import CONFIG_KEY
 from llasa.lm.prompt import training_example
 
 STATE_DIR = "train_state"
@@ -170,6 +171,10 @@ def build_model(cfg: LMTrainConfig, tokenizer):
                 f"tokenizer only {vocab_size} tokens: the data was tokenized with a different vocabulary"
             )
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|SPEECH_GENERATION_END|>")
+    # the model reads what the rows hold: raw text or the front-end's phonemes (see llasa.lm.frontend)
+    made_with = Path(cfg.data) / "tokenize_config.json"
+    if made_with.is_file():
+        setattr(model.config, CONFIG_KEY, json.loads(made_with.read_text()).get("frontend", "text"))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False

@@ -1,0 +1,105 @@
+"""X-codec2 speed against the official xcodec2==0.1.5 package, and streaming fidelity.
+
+Both models are built at the released sizes (w2v-BERT with all 24 layers on the official side,
+as the released checkpoint ships) with the same random, input-sensitive weights; ours is
+loaded from the official model's state dict saved in the released layout, through our loader.
+Timings alternate between the two models and keep the best of `--repeats`, so that load from
+other processes hits both alike. Prints one JSON line; speedups > 1 mean we are faster.
+
+    python bench/codec.py [--seconds 5] [--repeats 3] [--stream-codec DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import Wav2Vec2BertConfig, Xcodec2Config
+
+from llasa.codec import Codec
+from llasa.codec.official import build_official_model, released_key_names
+from llasa.codec.testing import randomize_weights
+
+
+def speech_like(num_samples: int, seed: int = 0) -> np.ndarray:
+    t = np.arange(num_samples) / 16000
+    noise = np.random.RandomState(seed).randn(num_samples)
+    return (0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.5 * np.sin(t))) + 0.02 * noise).astype(np.float32)
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def build_pair(directory: Path) -> tuple[torch.nn.Module, Codec]:
+    semantic = Wav2Vec2BertConfig(num_hidden_layers=24).to_dict()
+    official = randomize_weights(build_official_model(Xcodec2Config(semantic_model_config=semantic)), seed=1)
+    state = {k: v.contiguous() for k, v in official.state_dict().items()}
+    save_file(released_key_names(state), str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({"model_type": "xcodec2", "semantic_hidden_size": 1024}))
+    return official, Codec.from_pretrained(directory)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the timed clip")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stream-seconds", type=float, default=10.0)
+    parser.add_argument("--stream-codec", help="measure streaming on this (trained) codec instead")
+    args = parser.parse_args()
+
+    wav = speech_like(int(args.seconds * 16000))
+    tensor = torch.from_numpy(wav)[None]
+    with tempfile.TemporaryDirectory() as tmp:
+        official, ours = build_pair(Path(tmp))
+    times = {"official_encode": [], "ours_encode": [], "official_decode": [], "ours_decode": []}
+    for _ in range(args.repeats + 1):  # the first round warms up both
+        with torch.no_grad():  # what the official encode_code/decode_code run under
+            t, their_codes = timed(lambda: official.encode_code(tensor))
+            times["official_encode"].append(t)
+        t, codes = timed(lambda: ours.encode(wav))
+        times["ours_encode"].append(t)
+        with torch.no_grad():
+            t, their_audio = timed(lambda: official.decode_code(torch.from_numpy(codes)[None, None]))
+            times["official_decode"].append(t)
+        t, audio = timed(lambda: ours.decode(codes))
+        times["ours_decode"].append(t)
+    best = {name: min(values[1:]) for name, values in times.items()}
+
+    stream_codec = Codec.from_pretrained(args.stream_codec) if args.stream_codec else ours
+    stream_codes = stream_codec.encode(speech_like(int(args.stream_seconds * 16000), seed=1))
+    t_full, full = timed(lambda: stream_codec.decode(stream_codes))
+    t_stream, chunks = timed(lambda: list(stream_codec.stream_decode(stream_codes)))
+    blind = np.concatenate(list(stream_codec.stream_decode(stream_codes, left_context=0, lookahead=0)))
+    print(json.dumps({
+        "encode_speedup": round(best["official_encode"] / best["ours_encode"], 3),
+        "decode_speedup": round(best["official_decode"] / best["ours_decode"], 3),
+        "encode_rtf_ours": round(best["ours_encode"] / args.seconds, 3),
+        "encode_rtf_official": round(best["official_encode"] / args.seconds, 3),
+        "decode_rtf_ours": round(best["ours_decode"] / args.seconds, 3),
+        "decode_rtf_official": round(best["official_decode"] / args.seconds, 3),
+        "codes_equal_fraction": float(np.mean(their_codes[0, 0].numpy() == codes)),
+        "decode_max_abs_diff": float(np.abs(their_audio[0, 0].numpy() - audio).max()),
+        "stream_model": args.stream_codec or "random-weights xcodec2",
+        "stream_snr_db": round(snr_db(full, np.concatenate(chunks)), 2),
+        "stream_snr_db_without_context_or_lookahead": round(snr_db(full, blind), 2),
+        "stream_cost_over_full_decode": round(t_stream / t_full, 2),
+        "seconds": args.seconds,
+        "threads": torch.get_num_threads(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""Verifier-guided inference-time search (Llasa paper §5.5): best-of-N, beam search over
+partial sequences, and the paper's best recipe, "Partial PRM (spk sim) + ORM (WER)".
+
+* ``best-of-n`` (outcome reward, ORM): N candidates after one shared prefill, all decoded to
+  the end, scored once; the best total wins.
+* ``beam`` (process reward, PRM): B x M rows are sampled; every K tokens each live row's
+  partial audio is decoded and scored with ``partial=True``, the B best rows are kept and each
+  is duplicated into M continuations (KV cache included, see ``SpeechDecoder.select``). A row
+  that ends leaves the search for a pool of finished candidates; the search stops when no row
+  is live. The pool is then ranked by the final (outcome) verifiers.
+* ``prm-sim+orm-wer``: ``beam`` with speaker similarity as the PRM and WER as the ORM.
+
+Verifiers come from :mod:`llasa.verify`; several are combined with weights after normalising
+each one's totals within the batch (``CombinedVerifier``). A voice's speaker reference is the
+caller's ``prompt_audio`` (the original clip, as Seed-TTS-eval's sim-o) or else the codec's
+resynthesis of the voice codes. Without any voice, ``sim`` has nothing to compare with and the
+search refuses to start, naming the verifiers that can work without one.
+
+Budget: ``max_tokens`` caps the speech tokens sampled in one call (every live row's token
+counts; duplicated prefixes are free, as the cache is copied, not recomputed). When the next
+step would overspend, the live rows are cut where they are (``stop_reason="budget"``) and
+judged with the finished ones. Long text is searched chunk by chunk; the budget is shared
+evenly between the chunks. Every call reports what it spent (:class:`Spent`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from llasa import audio as audio_io
+from llasa.lm.sampling import SamplingParams
+from llasa.verify import CombinedVerifier, Score, Verifier, VerifyRequest, get_verifier, parse_weights
+
+STRATEGIES = ("best-of-n", "beam", "prm-sim+orm-wer")
+# verifiers that compare with a voice prompt and so cannot run without one
+NEEDS_VOICE = frozenset({"sim", "emotion"})
+
+VerifierSpec = str | Verifier | Mapping[str | Verifier, float]
+
+
+@dataclass
+class Candidate:
+    """One finished (or cut) sequence: its codes, audio and the final verifier's score."""
+
+    codes: np.ndarray
+    audio: np.ndarray
+    stop_reason: str  # "end", "length" (the chunk's token cap) or "budget"
+    logprob: float
+    score: float = float("nan")
+    components: dict[str, float] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "tokens": int(len(self.codes)),
+            "seconds": round(len(self.audio) / audio_io.SAMPLE_RATE, 3),
+            "stop_reason": self.stop_reason,
+            "logprob": round(self.logprob, 4),
+            "score": self.score,
+            "components": self.components,
+            "info": self.info,
+        }
+
+
+@dataclass
+class BeamStep:
+    """One PRM round: the live rows (indices into the decoder's rows), their partial scores, the rows kept."""
+
+    tokens: int  # length of the partial sequences that were scored
+    rows: list[int]
+    scores: list[float]
+    kept: list[int]
+
+
+@dataclass
+class ChunkResult:
+    text: str
+    candidates: list[Candidate]
+    chosen: int
+    steps: list[BeamStep] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate:
+        return self.candidates[self.chosen]
+
+
+@dataclass
+class Spent:
+    """Compute used by one search call."""
+
+    tokens: int = 0  # speech tokens sampled, over all rows
+    candidates: int = 0  # finished (or cut) sequences judged by the final verifier
+    verifier_calls: int = 0  # batches scored
+    verifier_clips: int = 0  # waveforms scored (each by every verifier part)
+    verifier_audio_seconds: float = 0.0
+    lm_seconds: float = 0.0
+    codec_seconds: float = 0.0
+    verifier_seconds: float = 0.0
+
+    def add(self, other: "Spent") -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class SearchResult:
+    """The chosen audio (chunks joined) and, per chunk, every candidate with its scores."""
+
+    audio: np.ndarray
+    sample_rate: int
+    strategy: str
+    chunks: list[ChunkResult]
+    spent: Spent
+
+    @property
+    def codes(self) -> list[np.ndarray]:
+        """The chosen codes of each chunk."""
+        return [chunk.best.codes for chunk in self.chunks]
+
+    def to_dict(self) -> dict:
+        """Everything but the audio, for a JSON report next to the output."""
+        spent = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self.spent).items()}
+        return {
+            "strategy": self.strategy,
+            "spent": spent,
+            "chunks": [
+                {
+                    "text": c.text,
+                    "chosen": c.chosen,
+                    "candidates": [cand.to_dict() for cand in c.candidates],
+                    "steps": [asdict(s) for s in c.steps],
+                }
+                for c in self.chunks
+            ],
+        }
+
+
+def _names(spec: VerifierSpec) -> list[str]:
+    if isinstance(spec, str):
+        return list(parse_weights(spec))
+    if isinstance(spec, Mapping):
+        return [v if isinstance(v, str) else v.name for v in spec]
+    return [spec.name]
+
+
+class Searcher:
+    """A search strategy with its verifiers loaded once, applied to any number of requests.
+
+    ``verifiers``: the scoring verifiers ("wer", "sim:1,wer:0.5", a Verifier, or a mapping of
+    verifier -> weight); for ``beam`` they are the process reward. ``final_verifiers``: the
+    outcome reward that ranks beam search's finished pool (default: ``verifiers``).
+    ``verifier_options``: constructor kwargs by verifier name, e.g. {"wer": {"model": whisper_dir}}.
+    """
+
+    def __init__(
+        self,
+        strategy: str = "best-of-n",
+        *,
+        verifiers: VerifierSpec | None = None,
+        final_verifiers: VerifierSpec | None = None,
+        n: int = 8,
+        beam_width: int = 2,
+        expand: int = 4,
+        step_tokens: int = 50,
+        max_tokens: int | None = None,
+        normalize: str = "zscore",
+        verifier_options: Mapping[str, dict] | None = None,
+    ):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if strategy == "prm-sim+orm-wer":
+            if verifiers is not None or final_verifiers is not None:
+                raise ValueError("'prm-sim+orm-wer' fixes its verifiers (sim, then wer); use --search beam to choose them")
+            verifiers, final_verifiers = "sim", "wer"
+        verifiers = "wer" if verifiers is None else verifiers
+        for name, value in (("n", n), ("beam_width", beam_width), ("expand", expand), ("step_tokens", step_tokens)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1 (or None for no cap), got {max_tokens}")
+        self.strategy = strategy
+        self.n, self.beam_width, self.expand, self.step_tokens = int(n), int(beam_width), int(expand), int(step_tokens)
+        self.max_tokens = max_tokens
+        self._options = dict(verifier_options or {})
+        self._instances: dict[str, Verifier] = {}  # shared by the PRM and ORM, so each model loads once
+        self.verifier = self._build(verifiers, normalize)
+        self.final_verifier = self.verifier if final_verifiers is None else self._build(final_verifiers, normalize)
+        self.voice_verifiers = sorted(
+            NEEDS_VOICE.intersection(_names(verifiers) + ([] if final_verifiers is None else _names(final_verifiers)))
+        )
+        if self.beam and not self.verifier.supports_partial:
+            raise ValueError(f"verifier '{self.verifier.name}' cannot score partial audio, so it cannot guide beam search")
+
+    @property
+    def beam(self) -> bool:
+        return self.strategy != "best-of-n"
+
+    @property
+    def rows(self) -> int:
+        """Rows decoded side by side: the candidates of best-of-N, B x M for beam search."""
+        return self.beam_width * self.expand if self.beam else self.n
+
+    def _instance(self, name: str) -> Verifier:
+        if name not in self._instances:
+            self._instances[name] = get_verifier(name, **self._options.get(name, {}))
+        return self._instances[name]
+
+    def _build(self, spec: VerifierSpec, normalize: str) -> Verifier:
+        if isinstance(spec, str):
+            spec = parse_weights(spec)
+        if not isinstance(spec, Mapping):
+            return spec
+        weights = {self._instance(v) if isinstance(v, str) else v: w for v, w in spec.items()}
+        if len(weights) == 1 and next(iter(weights.values())) > 0:
+            # one verifier ranks the same after normalisation: keep its raw, readable totals
+            return next(iter(weights))
+        return CombinedVerifier(weights, normalize=normalize)
+
+    # ------------------------------------------------------------------ search
+    def __call__(
+        self,
+        synth,
+        text: str,
+        voice=None,
+        *,
+        prompt_audio: np.ndarray | None = None,
+        language: str = "en",
+        params: SamplingParams = SamplingParams(),
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> SearchResult:
+        """Search for the best rendering of ``text`` (in ``voice``) with ``synth`` (a Synthesizer)."""
+        if self.voice_verifiers and voice is None and prompt_audio is None:
+            raise ValueError(
+                f"verifier(s) {', '.join(self.voice_verifiers)} compare with a voice prompt, and none was given: "
+                "pass a voice, or search with verifiers that need none (wer, dnsmos, sanity)"
+            )
+        if prompt_audio is None and voice is not None:
+            prompt_audio = synth.codec.decode(voice.codes)
+        chunks = synth.split_text(text, voice)
+        share = None if self.max_tokens is None else self.max_tokens // len(chunks)
+        if share is not None and share < self.rows:
+            raise ValueError(
+                f"max_tokens={self.max_tokens} cannot sample one token for each of {self.rows} rows "
+                f"in each of {len(chunks)} chunk(s): raise it or search fewer candidates"
+            )
+        spent = Spent()
+        results = []
+        for i, chunk in enumerate(tqdm(chunks, desc="chunks", unit="chunk", disable=not progress or len(chunks) < 2)):
+            request = VerifyRequest(
+                text=chunk, prompt_audio=prompt_audio, prompt_text=voice.text if voice is not None else None, language=language
+            )
+            chunk_seed = None if seed is None else seed + i
+            run = _Run(self, synth, voice, request, share, spent, progress)
+            decoder = synth.decoder(chunk, voice, n=self.rows, params=params, seed=chunk_seed)
+            results.append(run.beam(decoder) if self.beam else run.best_of_n(decoder))
+        joined = audio_io.crossfade_concat([r.best.audio for r in results], synth.sample_rate)
+        return SearchResult(joined, synth.sample_rate, self.strategy, results, spent)
+
+
+class _Run:
+    """The search of one chunk: decoding under the budget, scoring, bookkeeping."""
+
+    def __init__(self, searcher: Searcher, synth, voice, request: VerifyRequest, budget: int | None, spent: Spent, progress: bool):
+        self.searcher, self.synth, self.voice, self.request = searcher, synth, voice, request
+        self.budget = budget
+        self.spent = spent
+        self.used = 0  # tokens this chunk
+        self.progress = progress
+        self._states: dict[int, Any] = {}
+
+    def _state(self, verifier: Verifier) -> Any:
+        if id(verifier) not in self._states:
+            self._states[id(verifier)] = verifier.prepare(self.request)
+        return self._states[id(verifier)]
+
+    def _advance(self, decoder, k: int, bar) -> bool:
+        """Up to ``k`` tokens for every live row; False when the budget stopped it first."""
+        start = time.perf_counter()
+        try:
+            for _ in range(k):
+                live = sum(not row.finished for row in decoder.rows)
+                if not live:
+                    return True
+                if self.budget is not None and self.used + live > self.budget:
+                    return False
+                decoder.step(1)
+                self.used += live
+                self.spent.tokens += live
+                bar.update(1)
+            return True
+        finally:
+            self.spent.lm_seconds += time.perf_counter() - start
+
+    def _decode(self, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        wavs = self.synth.decode(codes, self.voice)
+        self.spent.codec_seconds += time.perf_counter() - start
+        return wavs
+
+    def _score(self, verifier: Verifier, wavs: list[np.ndarray], *, partial: bool) -> list[Score]:
+        state = self._state(verifier)
+        start = time.perf_counter()
+        scores = verifier.score(wavs, self.request, state, partial=partial)
+        self.spent.verifier_seconds += time.perf_counter() - start
+        self.spent.verifier_calls += 1
+        self.spent.verifier_clips += len(wavs)
+        self.spent.verifier_audio_seconds += sum(len(w) for w in wavs) / audio_io.SAMPLE_RATE
+        return scores
+
+    def _bar(self, decoder):
+        return tqdm(total=decoder.max_new_tokens, desc=self.searcher.strategy, unit="tok", disable=not self.progress, leave=False)
+
+    def _cut(self, decoder) -> None:
+        for row in decoder.rows:
+            if not row.finished:
+                row.finished, row.stop_reason = True, "budget"
+
+    def _judge(self, rows, steps: list[BeamStep]) -> ChunkResult:
+        """Decode the finished rows, score them with the outcome verifier and pick the best."""
+        codes = [np.asarray(r.codes, dtype=np.int64) for r in rows]
+        wavs = self._decode(codes)
+        scores = self._score(self.searcher.final_verifier, wavs, partial=False)
+        candidates = [
+            Candidate(c, w, r.stop_reason, r.logprob, s.total, s.components, s.info)
+            for c, w, r, s in zip(codes, wavs, rows, scores)
+        ]
+        self.spent.candidates += len(candidates)
+        chosen = int(np.argmax([c.score for c in candidates]))  # first of equals: deterministic
+        return ChunkResult(self.request.text, candidates, chosen, steps)
+
+    def best_of_n(self, decoder) -> ChunkResult:
+        with self._bar(decoder) as bar:
+            if not self._advance(decoder, decoder.max_new_tokens, bar):
+                self._cut(decoder)
+        return self._judge(decoder.rows, [])
+
+    def beam(self, decoder) -> ChunkResult:
+        width, expand = self.searcher.beam_width, self.searcher.expand
+        pool, steps = [], []
+        with self._bar(decoder) as bar:
+            while True:
+                within_budget = self._advance(decoder, self.searcher.step_tokens, bar)
+                if not within_budget:
+                    self._cut(decoder)
+                pool.extend(row.copy() for row in decoder.rows if row.finished)
+                live = [i for i, row in enumerate(decoder.rows) if not row.finished]
+                if not live:
+                    break
+                wavs = self._decode([np.asarray(decoder.rows[i].codes, dtype=np.int64) for i in live])
+                totals = np.array([s.total for s in self._score(self.searcher.verifier, wavs, partial=True)])
+                order = np.argsort(-totals, kind="stable")[:width]  # ties keep row order: deterministic
+                kept = [live[j] for j in order]
+                steps.append(BeamStep(len(decoder.rows[live[0]].codes), live, totals.tolist(), kept))
+                decoder.select([i for i in kept for _ in range(expand)])
+        return self._judge(pool, steps)
+
+
+def search(
+    synth,
+    text: str,
+    voice=None,
+    *,
+    strategy: str = "best-of-n",
+    verifiers: VerifierSpec | None = None,
+    final_verifiers: VerifierSpec | None = None,
+    n: int = 8,
+    beam_width: int = 2,
+    expand: int = 4,
+    step_tokens: int = 50,
+    max_tokens: int | None = None,
+    normalize: str = "zscore",
+    verifier_options: Mapping[str, dict] | None = None,
+    prompt_audio: np.ndarray | None = None,
+    language: str = "en",
+    params: SamplingParams = SamplingParams(),
+    seed: int | None = None,
+    progress: bool = False,
+) -> SearchResult:
+    """One search call; build a :class:`Searcher` instead to reuse its verifiers across requests.
+
+    >>> result = search(synth, "Hello there.", voice, strategy="prm-sim+orm-wer", beam_width=2, expand=4, seed=0)
+    >>> result.audio, result.chunks[0].chosen, [c.score for c in result.chunks[0].candidates], result.spent.tokens
+    """
+    searcher = Searcher(
+        strategy,
+        verifiers=verifiers,
+        final_verifiers=final_verifiers,
+        n=n,
+        beam_width=beam_width,
+        expand=expand,
+        step_tokens=step_tokens,
+        max_tokens=max_tokens,
+        normalize=normalize,
+        verifier_options=verifier_options,
+    )
+    return searcher(synth, text, voice, prompt_audio=prompt_audio, language=language, params=params, seed=seed, progress=progress)

@@ -1,0 +1,362 @@
+"""The HTTP API: OpenAI's ``/v1/audio/speech`` and voices, over a batching backend.
+
+Choices a client should know (also in the API's OpenAPI page at /docs):
+
+* ``response_format``: wav (default), flac or pcm (16-bit little-endian mono at 16 kHz);
+  mp3, opus and aac are refused with 400 (no encoder is shipped).
+* ``speed`` must be 1.0 (Llasa has no rate control; a resampled "speed" would change the
+  pitch), and ``instructions`` is refused: both 400 rather than silently ignored.
+* ``stream: true`` (or OpenAI's ``stream_format: "audio"``) sends audio while the model is
+  still speaking: wav with an unknown-length header, or raw pcm. A failure after the first
+  byte (a timeout, say) can only end the stream early.
+* ``voice``: ``default`` (the model's own voice), an id from ``POST /v1/voices``, or
+  ``{"id": ...}``; no other names exist, so OpenAI's built-in names are 400.
+* sampling: ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, ``seed`` as extra
+  body fields; a seeded request reproduces ``Synthesizer.tts(..., seed=...)``.
+* search: ``n``, ``strategy``, ``verifiers`` as extra body fields, served by ``llasa.search``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import struct
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from llasa import audio as audio_io
+from llasa.codec.streaming import StreamingDecoder
+from llasa.lm.sampling import SamplingParams
+from llasa.serve.scheduler import ChunkEnd, Codes, Done, Failed, Job, QueueFull, Scheduler
+from llasa.serve.voices import VoiceStore
+from llasa.tts import MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, Synthesizer
+
+log = logging.getLogger("llasa.serve")
+
+STATIC = Path(__file__).parent / "static"
+FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/L16; rate=16000; channels=1"}
+STREAM_FORMATS = ("wav", "pcm")
+UNSUPPORTED_FORMATS = ("mp3", "opus", "aac")
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                413: "invalid_request_error", 429: "rate_limit_error", 504: "timeout_error"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_input_chars: int = 4096  # OpenAI's limit for /v1/audio/speech
+    max_upload_bytes: int = 10 * 2**20  # a 20 s clip is 640 kB as 16-bit wav at 16 kHz; 10 MiB allows 48 kHz stereo
+    max_clip_seconds: float = MAX_VOICE_SECONDS
+    timeout: float = 120.0  # seconds from arrival to the last code, queueing included
+
+
+class SpeechRequest(BaseModel):
+    # unknown fields are errors: a misspelt "temprature" must not be silently ignored
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    input: str
+    voice: str | dict[str, Any] | None = None
+    response_format: str = "wav"
+    speed: float = 1.0
+    instructions: str | None = None
+    stream: bool = False
+    stream_format: Literal["audio", "sse"] | None = None
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    n: int = 1
+    strategy: str | None = None
+    verifiers: list[str] | dict[str, float] | None = None
+
+
+def error_body(status: int, message: str) -> dict:
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+def wav_stream_header(sample_rate: int) -> bytes:
+    """A 16-bit mono WAV header whose sizes say "unknown" (0xFFFFFFFF), as streaming servers send it."""
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + fmt + b"data" + struct.pack("<I", 0xFFFFFFFF)
+
+
+class _BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with 413, by Content-Length or while reading."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = JSONResponse(error_body(413, self._message()), status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, self._message())  # raised inside the endpoint's body parsing
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _message(self) -> str:
+        return f"request body too large: the limit is {self.max_bytes / 2**20:.1f} MiB"
+
+
+def create_app(
+    synth: Synthesizer,
+    *,
+    backend: Scheduler | None = None,
+    model_id: str = "llasa",
+    voices: VoiceStore | None = None,
+    api_key: str | None = None,
+    limits: Limits = Limits(),
+) -> FastAPI:
+    """The API over a loaded synthesizer. ``backend`` defaults to a batching :class:`Scheduler`
+    on ``synth.model``; it is closed when the app shuts down."""
+    backend = backend or Scheduler(synth.model, synth.vocab, context_length=synth.context_length)
+    voices = voices if voices is not None else VoiceStore()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await run_in_threadpool(backend.close)
+
+    app = FastAPI(title="Llasa speech API", version="1", lifespan=lifespan, description=__doc__)
+    app.state.backend, app.state.voices, app.state.synth = backend, voices, synth
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_upload_bytes + 2**16)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(error_body(400, f"invalid request: {problems}"), status_code=400)
+
+    async def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    protected = [Depends(authorize)]
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/health")
+    async def health():
+        stats = backend.stats()
+        return JSONResponse({"status": "ok" if stats["alive"] else "down", "model": model_id, **stats},
+                            status_code=200 if stats["alive"] else 503)  # fmt: skip
+
+    @app.get("/v1/models", dependencies=protected)
+    async def models():
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "llasa"}]}
+
+    # ------------------------------------------------------------------ voices
+    @app.get("/v1/voices", dependencies=protected)
+    @app.get("/v1/audio/voices", dependencies=protected, include_in_schema=False)
+    async def list_voices():
+        return {"object": "list", "data": [v.describe() for v in voices.list()]}
+
+    @app.get("/v1/voices/{voice_id}", dependencies=protected)
+    async def get_voice(voice_id: str):
+        return _voice(voices, voice_id).describe()
+
+    @app.post("/v1/voices", dependencies=protected)
+    @app.post("/v1/audio/voices", dependencies=protected, include_in_schema=False)
+    async def create_voice(request: Request):
+        """Multipart: the clip as ``file`` (or OpenAI's ``audio_sample``), its transcript as ``text``, an optional ``name``."""
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except HTTPException:
+            raise
+        except Exception as exc:  # python-multipart's parse errors: the upload itself is malformed
+            raise HTTPException(400, f"malformed multipart upload: {exc}") from None
+        clip = form.get("file") or form.get("audio_sample")
+        text = form.get("text")
+        name = form.get("name") or None
+        if not isinstance(clip, UploadFile):
+            raise HTTPException(400, "upload the reference clip as the multipart file field 'file'")
+        if not isinstance(text, str) or not text.strip():
+            raise HTTPException(400, "the field 'text' (the transcript of the clip) is required")
+        data = await clip.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise HTTPException(413, f"the clip is larger than the {limits.max_upload_bytes / 2**20:.1f} MiB limit")
+        if name is not None and (not isinstance(name, str) or len(name) > 128):
+            raise HTTPException(400, "'name' must be text of at most 128 characters")
+        voice = await run_in_threadpool(_encode_voice, synth, data, text, name or Path(clip.filename or "voice").stem, limits)
+        try:
+            return voices.add(voice).describe()
+        except OverflowError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.delete("/v1/voices/{voice_id}", dependencies=protected)
+    @app.delete("/v1/audio/voices/{voice_id}", dependencies=protected, include_in_schema=False)
+    async def delete_voice(voice_id: str):
+        try:
+            voices.delete(voice_id)
+        except KeyError:
+            raise HTTPException(404, f"no voice '{voice_id}'") from None
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True}
+
+    # ------------------------------------------------------------------ speech
+    @app.post("/v1/audio/speech", dependencies=protected)
+    async def speech(body: SpeechRequest, request: Request):
+        if body.model != model_id:
+            raise HTTPException(404, f"no model '{body.model}': this server serves '{model_id}' (see GET /v1/models)")
+        fmt = body.response_format.lower()
+        if fmt in UNSUPPORTED_FORMATS:
+            raise HTTPException(400, f"response_format '{fmt}' is not supported: use wav, flac or pcm")
+        if fmt not in FORMATS:
+            raise HTTPException(400, f"unknown response_format '{body.response_format}': use wav, flac or pcm")
+        if body.stream_format == "sse":
+            raise HTTPException(400, "stream_format 'sse' is not supported: use 'audio' (or stream: true)")
+        stream = body.stream or body.stream_format == "audio"
+        if stream and fmt not in STREAM_FORMATS:
+            raise HTTPException(400, f"streaming sends wav or pcm, not {fmt}")
+        if body.speed != 1.0:
+            raise HTTPException(400, "speed must be 1.0: Llasa has no speaking-rate control")
+        if body.instructions:
+            raise HTTPException(400, "instructions are not supported: Llasa takes its style from the voice clip")
+        if len(body.input) > limits.max_input_chars:
+            raise HTTPException(413, f"input is {len(body.input)} characters; the limit is {limits.max_input_chars}")
+        voice_id = body.voice.get("id") if isinstance(body.voice, dict) else body.voice
+        voice = _voice(voices, "default" if voice_id is None else str(voice_id)).voice
+        try:
+            params = SamplingParams(body.temperature, body.top_p, body.top_k, body.repetition_penalty)
+            chunks = synth.split_text(body.input, voice)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if body.n != 1 or body.strategy or body.verifiers:
+            raise HTTPException(400, "search not available: n, strategy and verifiers need llasa.search")
+
+        job = Job([synth.prompt(c, voice) for c in chunks], [synth.max_new_tokens(c) for c in chunks], params,
+                  seed=body.seed, timeout=limits.timeout)  # fmt: skip
+        try:
+            backend.submit(job)
+        except QueueFull as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
+        if stream:
+            return await _stream(synth, job, fmt)
+        codes: list[list[np.ndarray]] = [[] for _ in chunks]
+        async for event in _events(job, request):
+            if isinstance(event, Codes):
+                codes[event.chunk].append(event.codes)
+        joined = [np.concatenate(c) if c else np.zeros(0, dtype=np.int64) for c in codes]
+        wav = await run_in_threadpool(_render, synth, joined, voice)
+        return Response(audio_io.encode_bytes(wav, synth.sample_rate, fmt), media_type=FORMATS[fmt])
+
+    return app
+
+
+def _voice(voices: VoiceStore, voice_id: str):
+    try:
+        return voices.get(voice_id)
+    except KeyError:
+        raise HTTPException(400, f"unknown voice '{voice_id}': use 'default' or an id from GET /v1/voices") from None
+
+
+def _encode_voice(synth: Synthesizer, data: bytes, text: str, name: str, limits: Limits):
+    try:
+        wav = audio_io.load(data, synth.sample_rate, min_seconds=MIN_VOICE_SECONDS, max_seconds=limits.max_clip_seconds)
+        return synth.voice(wav, text, name=name, source_rate=synth.sample_rate)
+    except ValueError as exc:  # AudioError included: unreadable, empty, too short or too long
+        raise HTTPException(400, str(exc)) from None
+
+
+def _render(synth: Synthesizer, codes: list[np.ndarray], voice) -> np.ndarray:
+    """As Synthesizer.tts joins chunks: decode with the voice as codec context, cross-fade."""
+    return audio_io.crossfade_concat(synth.decode(codes, voice), synth.sample_rate)
+
+
+async def _events(job: Job, request: Request | None) -> AsyncIterator:
+    """The job's events up to Done; Failed becomes an HTTP error. Polls for a client that left
+    (``request``) and cancels the job then, or whenever the caller stops listening."""
+    finished = False
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(job.events.get(), timeout=0.5)
+            except asyncio.TimeoutError:
+                if request is not None and await request.is_disconnected():
+                    raise HTTPException(499, "the client closed the connection")
+                if time.monotonic() > job.deadline + 10:  # the scheduler should have answered 504 already
+                    raise HTTPException(504, f"the request timed out after {job.timeout:g} s") from None
+                continue
+            if isinstance(event, Failed):
+                finished = True
+                raise HTTPException(event.status, event.message)
+            if isinstance(event, Done):
+                finished = True
+                return
+            yield event
+    finally:
+        if not finished:
+            job.cancel()
+
+
+async def _stream(synth: Synthesizer, job: Job, fmt: str) -> StreamingResponse:
+    events = _events(job, None)
+    # wait for the first codes before answering, so that a request that fails in the queue
+    # (timeout, shutdown) still gets its status code instead of an empty 200 stream
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = None
+
+    async def body():
+        if fmt == "wav":
+            yield wav_stream_header(synth.sample_rate)
+        decoder = StreamingDecoder(synth.codec)
+        pending = [first] if first is not None else []
+        try:
+            while True:
+                event = pending.pop() if pending else await anext(events)
+                if isinstance(event, Codes):
+                    chunks = await run_in_threadpool(decoder.push, event.codes)
+                elif isinstance(event, ChunkEnd):
+                    chunks = await run_in_threadpool(decoder.flush)
+                else:
+                    continue
+                for chunk in chunks:
+                    yield audio_io.encode_bytes(chunk, synth.sample_rate, "pcm")
+        except StopAsyncIteration:
+            return
+        except HTTPException as exc:  # headers are out: all a stream can do is end early
+            log.warning("stream ended early: %s", exc.detail)
+        finally:
+            await events.aclose()
+
+    return StreamingResponse(body(), media_type=FORMATS[fmt])

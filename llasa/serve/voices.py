@@ -1,0 +1,101 @@
+"""Voices as server resources: uploaded once, referenced by id, never by a path on the server.
+
+A voice is kept in memory and, when the server has a voices directory, as a profile
+``<id>.json`` there (reloaded at start). ``default`` names the model's own voice: the profile
+``voice.json`` shipped in the model directory, if there is one, else no voice (the model
+picks a speaker).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from llasa.tts import Voice
+
+DEFAULT_VOICE_ID = "default"
+DEFAULT_VOICE_FILE = "voice.json"  # a profile in the model directory: the model's default voice
+_ID = re.compile(r"voice_[0-9a-f]{16}")
+
+
+@dataclass
+class StoredVoice:
+    id: str
+    voice: Voice | None  # None: the default of a model that ships no voice
+    created_at: int
+
+    def describe(self) -> dict:
+        """The OpenAI voice object (``audio.voice``) with what Llasa adds: transcript and length."""
+        voice = self.voice
+        return {
+            "id": self.id,
+            "object": "audio.voice",
+            "type": "audio_sample",
+            "created_at": self.created_at,
+            "name": voice.name if voice else "model default (no reference voice)",
+            "text": voice.text if voice else None,
+            "seconds": round(voice.seconds, 2) if voice else 0.0,
+        }
+
+
+class VoiceStore:
+    def __init__(self, directory: str | Path | None = None, *, default: Voice | None = None, max_voices: int = 256):
+        self.directory = Path(directory) if directory is not None else None
+        self.max_voices = max_voices
+        self.default = StoredVoice(DEFAULT_VOICE_ID, default, int(time.time()))
+        self._voices: dict[str, StoredVoice] = {}
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for path in sorted(self.directory.glob("voice_*.json")):
+                if not _ID.fullmatch(path.stem):
+                    continue
+                try:
+                    voice = Voice.load(path)
+                except ValueError as exc:
+                    warnings.warn(f"skipping voice profile {path}: {exc}")
+                    continue
+                self._voices[path.stem] = StoredVoice(path.stem, voice, int(path.stat().st_mtime))
+
+    def __len__(self) -> int:
+        return len(self._voices)
+
+    def get(self, voice_id: str) -> StoredVoice:
+        """Raises KeyError for an id that names no voice."""
+        if voice_id == DEFAULT_VOICE_ID:
+            return self.default
+        if not _ID.fullmatch(voice_id) or voice_id not in self._voices:
+            raise KeyError(voice_id)
+        return self._voices[voice_id]
+
+    def list(self) -> list[StoredVoice]:
+        return [self.default, *sorted(self._voices.values(), key=lambda v: v.created_at)]
+
+    def add(self, voice: Voice) -> StoredVoice:
+        if len(self._voices) >= self.max_voices:
+            raise OverflowError(f"the server holds its maximum of {self.max_voices} voices: delete one first")
+        stored = StoredVoice(f"voice_{secrets.token_hex(8)}", voice, int(time.time()))
+        if self.directory is not None:
+            voice.save(self.directory / f"{stored.id}.json")
+        self._voices[stored.id] = stored
+        return stored
+
+    def delete(self, voice_id: str) -> None:
+        """Raises KeyError for an unknown id, ValueError for the default voice."""
+        if voice_id == DEFAULT_VOICE_ID:
+            raise ValueError("the default voice belongs to the model and cannot be deleted")
+        stored = self.get(voice_id)
+        del self._voices[stored.id]
+        if self.directory is not None:
+            (self.directory / f"{stored.id}.json").unlink(missing_ok=True)
+
+
+def default_voice(model_dir: str | Path | None) -> Voice | None:
+    """The voice profile shipped with a model directory, if any."""
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / DEFAULT_VOICE_FILE
+    return Voice.load(path) if path.is_file() else None

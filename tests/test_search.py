@@ -1,0 +1,197 @@
+"""Search over real SpeechDecoder candidates of a tiny model: best-of-N picks the verifier's
+argmax, beam search keeps the top-B rows at every step, budgets hold, seeds reproduce;
+the named paper recipe with the real sim and wer verifiers; `llasa tts --search`."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llasa.lm.cli import add_commands
+from llasa.lm.model import build_model, save
+from llasa.lm.vocab import build_tokenizer
+from llasa.search import Searcher, search
+from llasa.tts import Synthesizer
+from llasa.verify import Score
+
+codec_module = pytest.importorskip("llasa.codec")
+
+TOKENS = 30  # per-chunk token cap: keeps every search to a few hundred tiny-model steps
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def short_chunks(monkeypatch):
+    monkeypatch.setattr(Synthesizer, "max_new_tokens", lambda self, text: TOKENS)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return codec_module.Codec.from_config("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def synth(codec):
+    tokenizer = build_tokenizer(None, codec.codebook_size)
+    return Synthesizer(build_model("tiny", tokenizer, seed=1), tokenizer, codec)
+
+
+@pytest.fixture(scope="module")
+def voice(synth):
+    wav = (0.1 * np.sin(np.linspace(0, 2000, 24_000))).astype(np.float32)
+    return synth.voice(wav, "A voice to clone.", source_rate=16_000, name="sine")
+
+
+class Loudness:
+    """A deterministic stand-in verifier: total = RMS of the audio; records every call."""
+
+    name = "loud"
+    supports_partial = True
+
+    def __init__(self):
+        self.calls = []
+
+    def prepare(self, request):
+        return None
+
+    def score(self, wavs, request, state, *, partial=False):
+        self.calls.append(([len(w) for w in wavs], partial))
+        return [Score(float(np.sqrt(np.mean(np.square(w)))) if len(w) else 0.0) for w in wavs]
+
+
+def rms(wav):
+    return float(np.sqrt(np.mean(np.square(wav))))
+
+
+def test_best_of_n_picks_the_argmax_of_real_candidates(synth):
+    verifier = Loudness()
+    result = search(synth, "Hi there.", strategy="best-of-n", n=6, verifiers=verifier, seed=3)
+    (chunk,) = result.chunks
+    # the candidates are exactly the decoder's rows under that seed, decoded by the synthesizer
+    expected = synth.decoder("Hi there.", n=6, seed=3).run()
+    assert len(chunk.candidates) == 6
+    for cand, codes in zip(chunk.candidates, expected):
+        np.testing.assert_array_equal(cand.codes, codes)
+    loudness = [rms(w) for w in synth.decode(expected)]
+    assert len(set(loudness)) == 6  # distinct, so the argmax is unambiguous
+    assert chunk.chosen == int(np.argmax(loudness))
+    np.testing.assert_allclose([c.score for c in chunk.candidates], loudness, rtol=1e-5)
+    np.testing.assert_array_equal(result.audio, synth.decode([expected[chunk.chosen]])[0])
+    assert verifier.calls == [([len(c) * 320 for c in expected], False)]  # one outcome call, whole audio
+    assert result.spent.tokens == sum(len(c) + (c.size < TOKENS) for c in expected)
+    assert result.spent.candidates == 6 and result.spent.verifier_clips == 6
+
+
+def test_beam_keeps_the_top_b_rows_at_every_step(synth, voice, codec):
+    verifier = Loudness()
+    searcher = Searcher("beam", verifiers=verifier, beam_width=2, expand=3, step_tokens=7)
+    result = searcher(synth, "Hello.", voice, seed=0)
+    (chunk,) = result.chunks
+    assert len(chunk.steps) >= 3
+    partial_calls = [c for c in verifier.calls if c[1]]
+    assert len(partial_calls) == len(chunk.steps)
+    for step, (lengths, _) in zip(chunk.steps, partial_calls):
+        assert len(step.scores) == len(step.rows) == len(lengths)
+        # the partial audio is the new speech so far: the voice prompt's samples are not in it
+        assert set(lengths) == {step.tokens * codec.hop_length}
+        assert step.tokens % 7 == 0
+        order = sorted(range(len(step.rows)), key=lambda j: (-step.scores[j], j))
+        assert step.kept == [step.rows[j] for j in order[:2]]
+        assert len(step.rows) <= 2 * 3  # B beams, each expanded into M rows
+    # the final pool is judged by the outcome call on whole sequences
+    assert verifier.calls[-1][1] is False
+    assert chunk.chosen == int(np.argmax([c.score for c in chunk.candidates]))
+    assert {c.stop_reason for c in chunk.candidates} <= {"end", "length"}
+    assert all(len(c.audio) == len(c.codes) * codec.hop_length for c in chunk.candidates)
+
+
+def test_beam_is_deterministic_under_a_seed_and_respects_the_budget(synth):
+    def run(seed):
+        return search(synth, "Hello.", strategy="beam", verifiers=Loudness(), beam_width=2, expand=2, step_tokens=5,
+                      max_tokens=70, seed=seed)  # fmt: skip
+
+    a, b, c = run(4), run(4), run(5)
+    assert a.spent.tokens <= 70 and a.spent.tokens > 70 - 4  # spent up to the last affordable step
+    assert any(cand.stop_reason == "budget" for cand in a.chunks[0].candidates)
+    assert [s.kept for s in a.chunks[0].steps] == [s.kept for s in b.chunks[0].steps]
+    for x, y in zip(a.chunks[0].candidates, b.chunks[0].candidates, strict=True):
+        np.testing.assert_array_equal(x.codes, y.codes)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    assert not all(np.array_equal(x.codes, y.codes) for x, y in zip(a.chunks[0].candidates, c.chunks[0].candidates))
+
+
+def test_best_of_n_budget_cuts_every_candidate(synth):
+    result = search(synth, "Hi.", n=4, verifiers=Loudness(), max_tokens=4 * 10 + 3, seed=0)
+    cands = result.chunks[0].candidates
+    assert result.spent.tokens <= 43
+    assert all(c.stop_reason in ("budget", "end") and len(c.codes) <= 10 for c in cands)
+    with pytest.raises(ValueError, match="cannot sample one token for each of 4 rows"):
+        search(synth, "Hi.", n=4, verifiers=Loudness(), max_tokens=3)
+
+
+def test_voice_verifiers_need_a_voice(synth):
+    with pytest.raises(ValueError, match="sim compare with a voice prompt"):
+        search(synth, "Hi.", strategy="prm-sim+orm-wer")
+    with pytest.raises(ValueError, match="unknown search strategy"):
+        Searcher("greedy")
+    with pytest.raises(ValueError, match="fixes its verifiers"):
+        Searcher("prm-sim+orm-wer", verifiers="wer")
+
+
+def test_paper_recipe_with_real_verifiers(synth, voice):
+    searcher = Searcher("prm-sim+orm-wer", beam_width=2, expand=2, step_tokens=10)
+    assert searcher.verifier.name == "sim" and searcher.final_verifier.name == "wer"
+    result = searcher(synth, "Hello there.", voice, seed=0)
+    chunk = result.chunks[0]
+    assert chunk.steps and all(len(s.kept) <= 2 for s in chunk.steps)
+    assert all(-1.0 <= s <= 1.0 for step in chunk.steps for s in step.scores)  # cosine similarities
+    wers = [c.components["wer"] for c in chunk.candidates]
+    assert all("hyp" in c.info for c in chunk.candidates)
+    assert chunk.chosen == int(np.argmin(wers))
+    json.dumps(result.to_dict())  # the report is plain JSON
+
+
+def test_weighted_combination_is_normalised(synth, voice):
+    result = search(synth, "Hi.", voice, n=3, verifiers={"sim": 1.0, Loudness(): 2.0}, normalize="rank", seed=0)
+    cands = result.chunks[0].candidates
+    for c in cands:
+        assert c.score == pytest.approx(c.components["sim.norm"] + 2 * c.components["loud.norm"])
+        assert set(c.components) >= {"sim", "loud", "sim.cosine"}
+    assert sorted(c.components["loud.norm"] for c in cands) == [0.0, 0.5, 1.0]
+
+
+# ------------------------------------------------------------------------------- CLI
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="llasa")
+    add_commands(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_cli_tts_search_writes_scores(tmp_path, synth, codec):
+    save(synth.model, synth.tokenizer, tmp_path / "lm")
+    codec.save_pretrained(tmp_path / "codec")
+    out = tmp_path / "out.wav"
+    args = parse(["tts", "Hi there.", "-o", str(out), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"),
+                  "--search", "best-of-n", "-n", "3", "--verifier", "wer", "--seed", "0", "--scores"])  # fmt: skip
+    assert args.handler(args) == 0
+    assert out.exists()
+    report = json.loads((tmp_path / "out.scores.json").read_text())
+    assert report["strategy"] == "best-of-n" and len(report["chunks"][0]["candidates"]) == 3
+    assert report["spent"]["candidates"] == 3
+    args = parse(["tts", "Hi.", "-o", str(out), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"),
+                  "--search", "prm-sim+orm-wer"])  # fmt: skip
+    with pytest.raises(ValueError, match="voice prompt"):
+        args.handler(args)
+    args = parse(["tts", "Hi.", "-o", str(out), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"),
+                  "--beam-width", "2"])  # fmt: skip
+    with pytest.raises(ValueError, match="--beam-width needs --search"):
+        args.handler(args)
