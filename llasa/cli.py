@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "llasa.codec.cli",
     "llasa.data.cli",
     "llasa.train.cli",
+    "llasa.eval.cli",
 ]
 
 

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
+from llasa.defaults import default_codec_path, default_model_path  # noqa: F401 (re-exported)
 from llasa.lm import model as lm_model
 from llasa.lm.frontend import frontend_of
 from llasa.lm.prompt import check_text, join_voice_text, prompt_ids
@@ -43,16 +44,6 @@ _HEADROOM_SECONDS = 2.0
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,;:，、：])\s*")
-
-
-def default_model_path() -> str | None:
-    """The model `llasa tts` uses when --model is not given (none is published yet)."""
-    return None
-
-
-def default_codec_path() -> str | None:
-    """The codec `llasa tts` uses when --codec is not given (none is published yet)."""
-    return None
 
 
 @dataclass

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 pip() { python -m pip install -q --disable-pip-version-check "$@"; }
 # torch first, pinned: this exact CPU wheel is what the project is tested with
 pip "torch==2.13.0"
-pip -e ".[verify,train,serve,test]"
+pip -e ".[verify,train,eval,serve,test]"
 # verifiers that ship their weights, whose declared dependencies would break this environment
 pip --no-deps "resemblyzer==0.1.4" "speechmos==0.0.1.1" "silero-vad==6.2.3" "pocketsphinx==5.1.1"
 # the official X-codec2 package, only for the equivalence tests (it pins torch 2.5 and torchaudio)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import Xcodec2Config, Xcodec2Model
 
+from llasa.codec import Codec
 from llasa.codec.discriminators import MultiPeriodDiscriminator, MultiResolutionSpecDiscriminator
 from llasa.codec.losses import (
     MultiScaleMelLoss,
@@ -68,7 +69,7 @@ def _recipe(corpus, output_dir, **train) -> dict:
         "output_dir": str(output_dir),
         "model": copy.deepcopy(TINY_MEL),
         "data": {"train": str(corpus / "train.jsonl"), "eval_clips": 2, "crop_seconds": 0.4, "eval_seconds": 0.4, "batch_size": 2},
-        "loss": {"semantic": 0, "gan_start_step": 2},
+        "loss": {"semantic": 0, "gan_start_step": 2, "discriminator_seconds": 0.2},
         "discriminators": copy.deepcopy(TINY_DISCRIMINATORS),
         "optim": {"lr": 1e-3, "warmup_steps": 2, "decay_steps": 10},
         "train": {"max_steps": 4, "log_every": 1, "eval_every": 2, "save_every": 2, "bf16": False, **train},
@@ -218,3 +219,26 @@ def test_waveform_xcodec2_trains_with_its_semantic_teacher(corpus, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert records[0]["semantic"] > 0
     assert "semantic_encoder.encoder.layers.0.ffn1.intermediate_dense.weight" in load_file(final / "model.safetensors")
+    codec = Codec.from_pretrained(final)
+    assert len(codec.decode(codec.encode(_voice(150, 0.5, 3)))) == 320 * (8000 // 320 + 1)
+
+
+def _codec_builds_mel_models() -> bool:
+    try:
+        return isinstance(Codec.from_config(Xcodec2Config(**copy.deepcopy(TINY_MEL))).model, Xcodec2MelModel)
+    except Exception:
+        return False
+
+
+@pytest.mark.xfail(
+    not _codec_builds_mel_models(),
+    reason="llasa.codec.Codec does not build `encoder_type: mel` models yet (needs build_codec_model)",
+)
+def test_trained_mel_codec_loads_and_runs_through_llasa_codec(corpus, tmp_path):
+    final = train_codec(_recipe(corpus, tmp_path, max_steps=1), resume=False)
+    for directory in (final, tmp_path / "checkpoints" / "step_00000001"):
+        codec = Codec.from_pretrained(directory)
+        assert isinstance(codec.model, Xcodec2MelModel)
+        codes = codec.encode(_voice(150, 0.5, 3))
+        assert len(codes) == 8000 // 320 + 1 and codes.max() < 64
+        assert len(codec.decode(codes)) == 320 * len(codes)

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def default_codec_path() -> str | None:
-    """The codec used when `--codec` is not given; None until a trained default ships."""
-    return None
+from llasa.defaults import default_codec_path
 
 
 def _codec_name(args: argparse.Namespace) -> str:

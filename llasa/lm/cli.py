@@ -58,8 +58,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--language", default="en", help="language of the text, for the wer verifier (default en)")
 
 
-def searcher_from_args(args: argparse.Namespace):
-    """A Searcher from the search flags, or None without --search (beam flags then are an error)."""
+def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None = None):
+    """A Searcher from the search flags, or None without --search (beam flags then are an error).
+    ``verifier_cache``: verifiers already loaded (by name) for the searcher to reuse."""
     beam_flags = {"--beam-width": args.beam_width, "--expand": args.expand, "--step-tokens": args.step_tokens,
                   "--final-verifier": args.final_verifier}  # fmt: skip
     if args.search is None:
@@ -85,6 +86,7 @@ def searcher_from_args(args: argparse.Namespace):
         max_tokens=args.max_tokens,
         normalize=args.normalize,
         verifier_options=options,
+        verifier_cache=verifier_cache,
         **beam,
     )
 

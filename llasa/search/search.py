@@ -102,10 +102,6 @@ class Spent:
     codec_seconds: float = 0.0
     verifier_seconds: float = 0.0
 
-    def add(self, other: "Spent") -> None:
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
-
 
 @dataclass
 class SearchResult:
@@ -155,6 +151,8 @@ class Searcher:
     verifier -> weight); for ``beam`` they are the process reward. ``final_verifiers``: the
     outcome reward that ranks beam search's finished pool (default: ``verifiers``).
     ``verifier_options``: constructor kwargs by verifier name, e.g. {"wer": {"model": whisper_dir}}.
+    ``verifier_cache``: verifiers by name to use (and add to) instead of building new ones, so that
+    several searchers, or a search and an evaluation, load each model once.
     """
 
     def __init__(
@@ -170,6 +168,7 @@ class Searcher:
         max_tokens: int | None = None,
         normalize: str = "zscore",
         verifier_options: Mapping[str, dict] | None = None,
+        verifier_cache: dict[str, Verifier] | None = None,
     ):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -177,6 +176,8 @@ class Searcher:
             if verifiers is not None or final_verifiers is not None:
                 raise ValueError("'prm-sim+orm-wer' fixes its verifiers (sim, then wer); use --search beam to choose them")
             verifiers, final_verifiers = "sim", "wer"
+        if strategy == "best-of-n" and final_verifiers is not None:
+            raise ValueError("final_verifiers rank beam search's finished pool; best-of-n has one verifier step (verifiers)")
         verifiers = "wer" if verifiers is None else verifiers
         for name, value in (("n", n), ("beam_width", beam_width), ("expand", expand), ("step_tokens", step_tokens)):
             if int(value) < 1:
@@ -187,7 +188,8 @@ class Searcher:
         self.n, self.beam_width, self.expand, self.step_tokens = int(n), int(beam_width), int(expand), int(step_tokens)
         self.max_tokens = max_tokens
         self._options = dict(verifier_options or {})
-        self._instances: dict[str, Verifier] = {}  # shared by the PRM and ORM, so each model loads once
+        # shared by the PRM and ORM, so each model loads once
+        self._instances: dict[str, Verifier] = {} if verifier_cache is None else verifier_cache
         self.verifier = self._build(verifiers, normalize)
         self.final_verifier = self.verifier if final_verifiers is None else self._build(final_verifiers, normalize)
         self.voice_verifiers = sorted(

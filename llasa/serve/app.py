@@ -13,12 +13,16 @@ Choices a client should know (also in the API's OpenAPI page at /docs):
   ``{"id": ...}``; no other names exist, so OpenAI's built-in names are 400.
 * sampling: ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, ``seed`` as extra
   body fields; a seeded request reproduces ``Synthesizer.tts(..., seed=...)``.
-* search: ``n``, ``strategy``, ``verifiers`` as extra body fields, served by ``llasa.search``.
+* search: ``n``, ``strategy`` (best-of-n, beam, prm-sim+orm-wer), ``verifiers`` ("wer",
+  "sim:1,wer:0.5", a list or a name -> weight map), ``beam_width``, ``expand``, ``step_tokens``
+  as extra body fields run :class:`llasa.search.Searcher`. Searches run one at a time on their
+  own thread beside the decoding batch, and return whole audio (no streaming).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import logging
 import struct
@@ -60,6 +64,8 @@ class Limits:
     max_upload_bytes: int = 10 * 2**20  # a 20 s clip is 640 kB as 16-bit wav at 16 kHz; 10 MiB allows 48 kHz stereo
     max_clip_seconds: float = MAX_VOICE_SECONDS
     timeout: float = 120.0  # seconds from arrival to the last code, queueing included
+    max_search_rows: int = 32  # candidates (n, or beam_width x expand) one search may decode side by side
+    search_queue: int = 4  # searches that may wait for the one running; more get 429
 
 
 class SpeechRequest(BaseModel):
@@ -79,9 +85,20 @@ class SpeechRequest(BaseModel):
     top_k: int | None = None
     repetition_penalty: float = 1.0
     seed: int | None = None
-    n: int = 1
+    n: int | None = None
     strategy: str | None = None
-    verifiers: list[str] | dict[str, float] | None = None
+    verifiers: str | list[str] | dict[str, float] | None = None
+    beam_width: int | None = None
+    expand: int | None = None
+    step_tokens: int | None = None
+
+    def search_settings(self) -> dict | None:
+        """The Searcher arguments this request sets, or None when it asks for no search."""
+        settings = {k: getattr(self, k) for k in ("n", "strategy", "verifiers", "beam_width", "expand", "step_tokens")}
+        settings = {k: v for k, v in settings.items() if v is not None}
+        if isinstance(settings.get("verifiers"), list):
+            settings["verifiers"] = ",".join(settings["verifiers"])
+        return settings or None
 
 
 def error_body(status: int, message: str) -> dict:
@@ -125,6 +142,37 @@ class _BodyLimit:
         return f"request body too large: the limit is {self.max_bytes / 2**20:.1f} MiB"
 
 
+class SearchRunner:
+    """Searches, one at a time on their own thread: a search decodes its own rows (and keeps,
+    drops and copies them between steps) and scores them with verifier models, so it cannot
+    join the decoding batch. Verifiers load once and are kept for later requests."""
+
+    def __init__(self, queue_size: int):
+        self.queue_size = queue_size
+        self.verifier_cache: dict = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llasa-search")
+        self._pending = 0
+
+    async def run(self, work, timeout: float):
+        if self._pending > self.queue_size:
+            raise HTTPException(429, f"the server is busy: {self._pending} searches are running or waiting; retry later",
+                                headers={"Retry-After": "5"})  # fmt: skip
+        self._pending += 1
+        future = self._executor.submit(work)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"the search timed out after {timeout:g} s") from None
+        except (ValueError, KeyError, ImportError) as exc:  # bad settings, unknown or uninstalled verifiers
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise HTTPException(400, f"search: {message}") from None
+        finally:
+            self._pending -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 def create_app(
     synth: Synthesizer,
     *,
@@ -139,13 +187,16 @@ def create_app(
     backend = backend or Scheduler(synth.model, synth.vocab, context_length=synth.context_length)
     voices = voices if voices is not None else VoiceStore()
 
+    searches = SearchRunner(limits.search_queue)
+
     @asynccontextmanager
     async def lifespan(app):
         yield
+        searches.close()
         await run_in_threadpool(backend.close)
 
     app = FastAPI(title="Llasa speech API", version="1", lifespan=lifespan, description=__doc__)
-    app.state.backend, app.state.voices, app.state.synth = backend, voices, synth
+    app.state.backend, app.state.voices, app.state.synth, app.state.api_key = backend, voices, synth, api_key
     app.add_middleware(_BodyLimit, max_bytes=limits.max_upload_bytes + 2**16)
 
     @app.exception_handler(HTTPException)
@@ -190,7 +241,10 @@ def create_app(
 
     @app.get("/v1/voices/{voice_id}", dependencies=protected)
     async def get_voice(voice_id: str):
-        return _voice(voices, voice_id).describe()
+        try:
+            return voices.get(voice_id).describe()
+        except KeyError:
+            raise HTTPException(404, f"no voice '{voice_id}'") from None
 
     @app.post("/v1/voices", dependencies=protected)
     @app.post("/v1/audio/voices", dependencies=protected, include_in_schema=False)
@@ -214,7 +268,7 @@ def create_app(
             raise HTTPException(413, f"the clip is larger than the {limits.max_upload_bytes / 2**20:.1f} MiB limit")
         if name is not None and (not isinstance(name, str) or len(name) > 128):
             raise HTTPException(400, "'name' must be text of at most 128 characters")
-        voice = await run_in_threadpool(_encode_voice, synth, data, text, name or Path(clip.filename or "voice").stem, limits)
+        voice = await run_in_threadpool(_encode_voice, synth, data, text, name or Path(clip.filename or "voice").stem[:128], limits)
         try:
             return voices.add(voice).describe()
         except OverflowError as exc:
@@ -259,8 +313,12 @@ def create_app(
             chunks = synth.split_text(body.input, voice)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        if body.n != 1 or body.strategy or body.verifiers:
-            raise HTTPException(400, "search not available: n, strategy and verifiers need llasa.search")
+        settings = body.search_settings()
+        if settings is not None:
+            if stream:
+                raise HTTPException(400, "search picks among whole candidates, so it cannot stream: send stream: false")
+            wav = await _search(searches, synth, body.input, voice, settings, params, body.seed, limits)
+            return Response(audio_io.encode_bytes(wav, synth.sample_rate, fmt), media_type=FORMATS[fmt])
 
         job = Job([synth.prompt(c, voice) for c in chunks], [synth.max_new_tokens(c) for c in chunks], params,
                   seed=body.seed, timeout=limits.timeout)  # fmt: skip
@@ -281,6 +339,20 @@ def create_app(
     return app
 
 
+async def _search(searches: SearchRunner, synth, text, voice, settings: dict, params, seed, limits: Limits) -> np.ndarray:
+    try:
+        from llasa.search import Searcher
+    except ImportError as exc:
+        raise HTTPException(400, f"search not available: {exc}") from None
+    try:
+        searcher = Searcher(**settings, verifier_cache=searches.verifier_cache)
+    except (ValueError, KeyError, ImportError) as exc:
+        raise HTTPException(400, f"search: {exc.args[0] if exc.args else exc}") from None
+    if searcher.rows > limits.max_search_rows:
+        raise HTTPException(400, f"a search of {searcher.rows} candidates exceeds this server's limit of {limits.max_search_rows}")
+    return await searches.run(lambda: searcher(synth, text, voice, params=params, seed=seed).audio, limits.timeout)
+
+
 def _voice(voices: VoiceStore, voice_id: str):
     try:
         return voices.get(voice_id)
@@ -297,8 +369,9 @@ def _encode_voice(synth: Synthesizer, data: bytes, text: str, name: str, limits:
 
 
 def _render(synth: Synthesizer, codes: list[np.ndarray], voice) -> np.ndarray:
-    """As Synthesizer.tts joins chunks: decode with the voice as codec context, cross-fade."""
-    return audio_io.crossfade_concat(synth.decode(codes, voice), synth.sample_rate)
+    """As Synthesizer.tts joins chunks: decode with the voice as codec context, cross-fade.
+    One chunk per call, as tts does (a batch of several would draw a progress bar in the log)."""
+    return audio_io.crossfade_concat([synth.decode([c], voice)[0] for c in codes], synth.sample_rate)
 
 
 async def _events(job: Job, request: Request | None) -> AsyncIterator:
@@ -308,7 +381,7 @@ async def _events(job: Job, request: Request | None) -> AsyncIterator:
     try:
         while True:
             try:
-                event = await asyncio.wait_for(job.events.get(), timeout=0.5)
+                event = await asyncio.wait_for(job.events.get(), timeout=0.25)
             except asyncio.TimeoutError:
                 if request is not None and await request.is_disconnected():
                     raise HTTPException(499, "the client closed the connection")

@@ -569,7 +569,8 @@ def plot_log(log_path: str | Path, png_path: str | Path) -> Path:
     left.set(xlabel="step", ylabel="multi-scale log-mel L1", title="reconstruction")
     right.set(xlabel="step", title="GAN terms")
     for axis in (left, right):
-        axis.legend()
+        if axis.lines:
+            axis.legend()
         axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)

@@ -1,0 +1,144 @@
+"""`llasa eval tts | codec | scaling`: thin verbs over :mod:`llasa.eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def _common(parser: argparse.ArgumentParser, *, synthesis: bool) -> None:
+    parser.add_argument("list", help="benchmark list: Seed-TTS-eval meta.lst or JSONL" if synthesis
+                        else "manifest of recordings (JSONL with audio and text, or any `llasa data` layout)")  # fmt: skip
+    parser.add_argument("-o", "--output", required=True, help="output folder (results.jsonl, wavs/, summary.*); reruns resume")
+    parser.add_argument("--codec", required=True, help="X-codec2 codec: hub id or local directory")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N items")
+    parser.add_argument("--dnsmos", action="store_true", help="also measure DNSMOS (about 1 s per clip on CPU)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    if synthesis:
+        parser.add_argument("--model", required=True, help="Llasa model: hub id or local directory")
+        parser.add_argument("--seed", type=int, default=0, help="item i is sampled with seed + i (default 0)")
+        parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy; default 0.8)")
+        parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0 = off)")
+        parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
+        parser.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty on repeated speech tokens (1 = off)")
+
+
+def _metric_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wer-model", help="Whisper checkpoint directory for WER/CER (default PocketSphinx, English)")
+    parser.add_argument("--sim-model", help="speaker-verification checkpoint for similarity (default Resemblyzer)")
+    parser.add_argument("--language", default="en", help="language of the texts (zh/ja: CER; default en)")
+
+
+def add_commands(subparsers) -> None:
+    from llasa.lm.cli import add_search_arguments
+
+    parser = subparsers.add_parser("eval", help="benchmarks: TTS lists, codec resynthesis, inference-time scaling",
+                                   description="Evaluate models on benchmark lists.")  # fmt: skip
+    sub = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+
+    tts = sub.add_parser("tts", help="synthesise a Seed-TTS-eval list; WER/CER, speaker similarity, DNSMOS, RTF")
+    _common(tts, synthesis=True)
+    tts.add_argument("-n", type=int, help="with --search best-of-n: candidates per item (default 8)")
+    add_search_arguments(tts)
+    tts.set_defaults(handler=run_eval_tts)
+
+    codec = sub.add_parser("codec", help="codec resynthesis: WER vs the original's, similarity, STOI, PESQ")
+    _common(codec, synthesis=False)
+    _metric_arguments(codec)
+    codec.set_defaults(handler=run_eval_codec)
+
+    scaling = sub.add_parser("scaling", help="quality against search compute, per strategy; plot + JSON")
+    _common(scaling, synthesis=True)
+    _metric_arguments(scaling)
+    scaling.add_argument("--strategies", default="best-of-n,prm-sim+orm-wer", help="comma-separated search strategies")
+    scaling.add_argument("--sizes", type=_sizes, default=[1, 2, 4, 8],
+                         help="candidates (best-of-n) or rows in flight, beams x expand (beam), e.g. 1,2,4,8")  # fmt: skip
+    scaling.add_argument("--expand", type=int, default=2, help="beam search: continuations per kept beam (default 2)")
+    scaling.add_argument("--step-tokens", type=int, default=50, help="beam search: tokens between verifier calls (default 50)")
+    scaling.add_argument("--verifier", help="verifier(s) of best-of-n and beam (default wer)")
+    scaling.set_defaults(handler=run_eval_scaling)
+
+
+def _metrics(args):
+    from llasa.eval.metrics import Metrics
+
+    return Metrics(language=args.language, wer_model=args.wer_model, sim_model=args.sim_model, dnsmos=args.dnsmos)
+
+
+def _items(args):
+    from llasa.eval.lists import read_eval_list
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    return read_eval_list(args.list)[: args.limit]
+
+
+def _synth_and_params(args):
+    from llasa.lm.sampling import SamplingParams
+    from llasa.tts import Synthesizer
+
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                            repetition_penalty=args.repetition_penalty)  # fmt: skip
+    return Synthesizer.from_pretrained(args.model, args.codec, device=args.device), params
+
+
+def _print_summary(summary) -> None:
+    print(json.dumps(summary, ensure_ascii=False))
+
+
+def run_eval_tts(args: argparse.Namespace) -> int:
+    from llasa.eval.tts import evaluate_tts
+    from llasa.lm.cli import searcher_from_args
+
+    if args.n is not None and args.search != "best-of-n":
+        raise ValueError("-n is the candidate count of --search best-of-n")
+    args.n = 8 if args.n is None else args.n
+    items = _items(args)
+    metrics = _metrics(args)
+    searcher = searcher_from_args(args, verifier_cache=metrics.verifiers)
+    synth, params = _synth_and_params(args)
+    summary = evaluate_tts(synth, items, args.output, metrics=metrics, searcher=searcher, params=params, seed=args.seed)
+    _print_summary(summary)
+    return 0
+
+
+def run_eval_codec(args: argparse.Namespace) -> int:
+    from llasa.codec import Codec
+    from llasa.data.manifest import load_corpus
+    from llasa.eval.codec import evaluate_codec
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    items = load_corpus(args.list)[: args.limit]
+    codec = Codec.from_pretrained(args.codec, device=args.device)
+    _print_summary(evaluate_codec(codec, items, args.output, metrics=_metrics(args)))
+    return 0
+
+
+def run_eval_scaling(args: argparse.Namespace) -> int:
+    from llasa.eval.scaling import evaluate_scaling
+    from llasa.search import STRATEGIES
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"unknown strategies {unknown or args.strategies!r}; choose from {', '.join(STRATEGIES)}")
+    items = _items(args)
+    metrics = _metrics(args)
+    synth, params = _synth_and_params(args)
+    points = evaluate_scaling(synth, items, args.output, metrics=metrics, strategies=strategies, sizes=args.sizes,
+                              expand=args.expand, step_tokens=args.step_tokens, verifiers=args.verifier, params=params,
+                              seed=args.seed)  # fmt: skip
+    for point in points:
+        _print_summary(point)
+    return 0

@@ -1,0 +1,88 @@
+"""The measurements of an evaluation, on 16 kHz mono audio.
+
+Content (WER, or CER for Chinese/Japanese), speaker similarity and DNSMOS come from the
+verifiers of :mod:`llasa.verify`, so a metric and a search reward are the same model; STOI and
+PESQ (intrusive: they need the original) come from ``pystoi`` and ``pesq``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from llasa.audio import SAMPLE_RATE
+from llasa.verify import Verifier, VerifyRequest, get_verifier
+from llasa.verify.text import error_metric
+
+PESQ_FLOOR = 1.0
+
+
+class Metrics:
+    """WER/CER, speaker similarity and (optionally) DNSMOS; each model loads on first use.
+
+    ``wer_model``: a Whisper checkpoint directory (default PocketSphinx, English only);
+    ``sim_model``: a speaker-verification checkpoint (default Resemblyzer).
+    ``verifiers`` (by name) can be handed to a :class:`llasa.search.Searcher` as its cache.
+    """
+
+    def __init__(self, *, language: str = "en", wer_model: str | Path | None = None,
+                 sim_model: str | Path | None = None, dnsmos: bool = False):  # fmt: skip
+        self.language = language
+        self.metric = error_metric(language)  # "wer" or "cer"
+        self.verifiers: dict[str, Verifier] = {
+            "wer": get_verifier("wer", model=wer_model),
+            "sim": get_verifier("sim", model=sim_model),
+        }
+        if dnsmos:
+            self.verifiers["dnsmos"] = get_verifier("dnsmos")
+
+    @property
+    def dnsmos(self) -> bool:
+        return "dnsmos" in self.verifiers
+
+    def _score(self, name: str, wav: np.ndarray, request: VerifyRequest):
+        verifier = self.verifiers[name]
+        return verifier.score([wav], request, verifier.prepare(request))[0]
+
+    def intelligibility(self, wav: np.ndarray, text: str) -> dict:
+        """Error rate of the transcript against ``text``, with the counts that pool into a corpus rate."""
+        score = self._score("wer", wav, VerifyRequest(text=text, language=self.language))
+        c = score.components
+        return {
+            self.metric: c[self.metric],
+            "errors": int(c["substitutions"] + c["deletions"] + c["insertions"]),
+            "ref_units": int(c["ref_units"]),
+            "hyp": score.info["hyp"],
+        }
+
+    def similarity(self, wav: np.ndarray, reference: np.ndarray) -> float:
+        return self._score("sim", wav, VerifyRequest(text="", prompt_audio=reference, language=self.language)).total
+
+    def quality(self, wav: np.ndarray) -> float:
+        return self._score("dnsmos", wav, VerifyRequest(text="", language=self.language)).total
+
+
+def stoi(reference: np.ndarray, degraded: np.ndarray) -> float:
+    from pystoi import stoi as compute
+
+    n = min(len(reference), len(degraded))
+    return float(compute(reference[:n], degraded[:n], SAMPLE_RATE, extended=False))
+
+
+def pesq(reference: np.ndarray, degraded: np.ndarray, mode: str) -> float | None:
+    """PESQ wide-band (``"wb"``) or narrow-band (``"nb"``); None when the reference holds no speech.
+
+    A digitally silent output gets the floor of the MOS scale: the library would divide by its
+    zero peak, and leaving the clip out would flatter a codec that outputs nothing."""
+    from pesq import NoUtterancesError, pesq as compute
+
+    n = min(len(reference), len(degraded))
+    if not np.any(reference[:n]):
+        return None
+    if not np.any(degraded[:n]):
+        return PESQ_FLOOR
+    try:
+        return float(compute(SAMPLE_RATE, reference[:n], degraded[:n], mode))
+    except NoUtterancesError:
+        return None

@@ -1,0 +1,103 @@
+"""`llasa eval scaling`: quality against inference compute, one curve per search strategy
+(the paper's inference-time scaling plots).
+
+A point is one strategy at one size: best-of-N with N = size; beam search with B x M = size rows
+in flight (M = ``expand``, or size itself when smaller; B = size / M). Each point is a full
+`eval tts` run in its own folder (so points resume independently); its compute is the mean
+number of speech tokens sampled per item. Points go to ``scaling.json`` and are plotted to
+``scaling.png``, one panel per metric.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from llasa.eval.lists import EvalItem
+from llasa.eval.metrics import Metrics
+from llasa.eval.report import markdown_table
+from llasa.eval.tts import evaluate_tts
+from llasa.lm.sampling import SamplingParams
+from llasa.search import Searcher
+
+
+def searcher_for(strategy: str, size: int, *, expand: int = 2, step_tokens: int = 50, verifiers: str | None = None,
+                 verifier_cache: dict | None = None) -> Searcher:  # fmt: skip
+    """The searcher of one point: ``size`` candidates (best-of-N) or ``size`` rows in flight (beam)."""
+    if strategy == "best-of-n":
+        return Searcher(strategy, verifiers=verifiers, n=size, verifier_cache=verifier_cache)
+    expand = min(expand, size)
+    if size % expand:
+        raise ValueError(f"size {size} is not a multiple of --expand {expand}: beam search keeps size / expand beams")
+    return Searcher(strategy, verifiers=verifiers, beam_width=size // expand, expand=expand, step_tokens=step_tokens,
+                    verifier_cache=verifier_cache)  # fmt: skip
+
+
+def evaluate_scaling(
+    synth,
+    items: list[EvalItem],
+    outdir: str | Path,
+    *,
+    metrics: Metrics,
+    strategies: Sequence[str] = ("best-of-n", "prm-sim+orm-wer"),
+    sizes: Sequence[int] = (1, 2, 4, 8),
+    expand: int = 2,
+    step_tokens: int = 50,
+    verifiers: str | None = None,
+    params: SamplingParams = SamplingParams(),
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every (strategy, size) point; returns the points (also in ``scaling.json``, ``scaling.md``, ``scaling.png``).
+
+    ``verifiers``: the search verifiers of best-of-n and beam (default wer); the named recipe fixes
+    its own. The searches reuse the metric's models (``metrics.verifiers``), so each loads once.
+    """
+    outdir = Path(outdir)
+    # all built first, so that a bad size fails before any work
+    searchers = [(s, size, searcher_for(s, size, expand=expand, step_tokens=step_tokens,
+                                        verifiers=None if s == "prm-sim+orm-wer" else verifiers,
+                                        verifier_cache=metrics.verifiers))
+                 for s in strategies for size in sizes]  # fmt: skip
+    points = []
+    for strategy, size, searcher in searchers:
+        summary = evaluate_tts(synth, items, outdir / f"{strategy}-{size}", metrics=metrics, searcher=searcher,
+                               params=params, seed=seed, progress=progress)  # fmt: skip
+        points.append({"strategy": strategy, "size": size, "beam_width": searcher.beam_width if searcher.beam else None,
+                       "expand": searcher.expand if searcher.beam else None, **summary})  # fmt: skip
+    (outdir / "scaling.json").write_text(json.dumps(points, indent=1))
+    columns = ["strategy", "size", "tokens_per_item", metrics.metric, "sim", "dnsmos", "rtf", "failed"]
+    (outdir / "scaling.md").write_text("# Inference-time scaling\n\n" + markdown_table(points, columns))
+    plot_scaling(points, outdir / "scaling.png", metrics=[metrics.metric, "sim"] + (["dnsmos"] if metrics.dnsmos else []))
+    return points
+
+
+def plot_scaling(points: list[dict], path: str | Path, *, metrics: Sequence[str] = ("wer", "sim")) -> Path:
+    """One panel per metric: metric against mean tokens sampled per item (log scale), a line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    labels = {"wer": "WER (%)", "cer": "CER (%)", "sim": "speaker similarity", "dnsmos": "DNSMOS"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for strategy in dict.fromkeys(p["strategy"] for p in points):
+            curve = [p for p in points if p["strategy"] == strategy and p.get(metric) is not None]
+            if not curve:
+                continue
+            xs, ys = [p["tokens_per_item"] for p in curve], [p[metric] for p in curve]
+            ax.plot(xs, ys, marker="o", label=strategy)
+            for p, x, y in zip(curve, xs, ys):
+                ax.annotate(str(p["size"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("speech tokens sampled per item")
+        ax.set_ylabel(labels.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

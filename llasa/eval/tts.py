@@ -1,0 +1,106 @@
+"""`llasa eval tts`: synthesise a benchmark list and measure it the Seed-TTS-eval way.
+
+For each item: clone the prompt voice (if any), speak the text (plainly or with a search
+strategy), write ``wavs/<id>.wav``, and measure WER/CER against the text, speaker similarity to
+the original prompt clip (sim-o), optionally DNSMOS, and the real-time factor (synthesis
+seconds / audio seconds; voice encoding excluded, it is done once per voice). Records go to
+``results.jsonl`` as they are made, so a run resumes where it stopped. WER is averaged per
+utterance as in seed-tts-eval; the pooled (corpus) rate is reported too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from llasa import audio as audio_io
+from llasa.eval.lists import EvalItem
+from llasa.eval.metrics import Metrics
+from llasa.eval.report import ResultLog, mean, pooled_rate, write_summary
+from llasa.lm.sampling import SamplingParams
+
+
+def evaluate_tts(
+    synth,
+    items: list[EvalItem],
+    outdir: str | Path,
+    *,
+    metrics: Metrics,
+    searcher=None,
+    params: SamplingParams = SamplingParams(),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``synth`` (a Synthesizer) on ``items``; returns the summary (also written to ``outdir``).
+
+    Item i is sampled with seed ``seed + i``. An item that cannot be spoken (text too long, a
+    prompt clip too short) is recorded with its error and counted as failed.
+    """
+    if searcher is not None and searcher.voice_verifiers:
+        voiceless = [item.id for item in items if item.prompt_wav is None]
+        if voiceless:
+            raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} need a voice prompt, and "
+                             f"{len(voiceless)} item(s) have none (first: {voiceless[0]})")  # fmt: skip
+    outdir = Path(outdir)
+    log = ResultLog(outdir)
+    todo = [(i, item) for i, item in enumerate(items) if item.id not in log]
+    for i, item in tqdm(todo, desc="eval tts", unit="item", disable=not progress):
+        log.append(_evaluate_item(synth, item, outdir, metrics, searcher, params, seed + i))
+    summary = summarize_tts(log.records([item.id for item in items]), metrics.metric)
+    summary["strategy"] = searcher.strategy if searcher is not None else "sample"
+    write_summary(outdir, summary, f"TTS evaluation: {outdir.name}")
+    return summary
+
+
+def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, searcher, params: SamplingParams, seed: int) -> dict:
+    """The item's record; an item that cannot be spoken is recorded with its error (and counted as failed)."""
+    record = {"id": item.id, "text": item.text}
+    try:
+        voice = prompt = None
+        if item.prompt_wav is not None:
+            prompt = audio_io.load(item.prompt_wav, synth.sample_rate)
+            voice = synth.voice(prompt, item.prompt_text, name=item.id, source_rate=synth.sample_rate)
+        start = time.perf_counter()
+        if searcher is None:
+            wav = synth.tts(item.text, voice, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+                            repetition_penalty=params.repetition_penalty, seed=seed, progress=False)  # fmt: skip
+        else:
+            found = searcher(synth, item.text, voice, prompt_audio=prompt, language=metrics.language, params=params, seed=seed)
+            wav = found.audio
+            record["search"] = {"chosen": [c.chosen for c in found.chunks], "candidates": [len(c.candidates) for c in found.chunks],
+                                "tokens": found.spent.tokens, "verifier_clips": found.spent.verifier_clips}  # fmt: skip
+        synth_seconds = time.perf_counter() - start
+    except ValueError as exc:
+        return {**record, "error": str(exc)}
+    seconds = len(wav) / synth.sample_rate
+    path = audio_io.write(outdir / "wavs" / f"{item.id}.wav", wav, synth.sample_rate)
+    record.update(wav=str(path.relative_to(outdir)), seconds=round(seconds, 3), synth_seconds=round(synth_seconds, 3),
+                  rtf=round(synth_seconds / seconds, 4) if seconds else None)  # fmt: skip
+    record.update(metrics.intelligibility(wav, item.text))
+    if prompt is not None:
+        record["sim"] = metrics.similarity(wav, prompt)
+    if metrics.dnsmos:
+        record["dnsmos"] = metrics.quality(wav)
+    return record
+
+
+def summarize_tts(records: list[dict], metric: str = "wer") -> dict:
+    """Means over the spoken items; error rates in percent."""
+    ok = [r for r in records if "error" not in r]
+    rate, pooled = mean(ok, metric), pooled_rate(ok)
+    summary = {
+        "items": len(records),
+        "failed": len(records) - len(ok),
+        metric: None if rate is None else 100 * rate,
+        f"{metric}_corpus": None if pooled is None else 100 * pooled,
+        "sim": mean(ok, "sim"),
+        "dnsmos": mean(ok, "dnsmos"),
+        "rtf": mean(ok, "rtf"),
+        "audio_seconds": sum(r["seconds"] for r in ok),
+    }
+    tokens = [r["search"]["tokens"] for r in ok if "search" in r]
+    if tokens:
+        summary["tokens_per_item"] = sum(tokens) / len(tokens)
+    return summary

@@ -1,0 +1,277 @@
+"""Evaluation harness on a tiny model and codec: list parsing with clear errors, resumable TTS
+runs with summaries, search inside an eval, scaling points + plot, and codec resynthesis
+metrics on real LibriVox clips with the real verifiers; the `llasa eval` verbs."""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from llasa.data.manifest import ManifestError
+from llasa.eval import Metrics, ResultLog, evaluate_codec, evaluate_scaling, evaluate_tts, pesq, read_eval_list, stoi
+from llasa.eval.cli import add_commands
+from llasa.lm.model import build_model, save
+from llasa.lm.vocab import build_tokenizer
+from llasa.tts import Synthesizer
+
+codec_module = pytest.importorskip("llasa.codec")
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+CLIPS = ["sense_and_sensibility_01_austen_64kb-0880", "sense_and_sensibility_01_austen_64kb-0930"]
+needs_librivox = pytest.mark.skipif(not (LIBRIVOX / "transcription").is_file(), reason="pocketsphinx-testdata not installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def short_chunks(monkeypatch):
+    monkeypatch.setattr(Synthesizer, "max_new_tokens", lambda self, text: 25)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return codec_module.Codec.from_config("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def synth(codec):
+    tokenizer = build_tokenizer(None, codec.codebook_size)
+    return Synthesizer(build_model("tiny", tokenizer, seed=1), tokenizer, codec)
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return Metrics(language="en")
+
+
+def transcripts() -> dict[str, str]:
+    out = {}
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        words, _, uid = line.rpartition("(")
+        out[uid.strip(") ")] = words.replace("<s>", "").replace("</s>", "").strip()
+    return out
+
+
+@pytest.fixture
+def meta(tmp_path):
+    """A Seed-TTS-eval style folder: meta.lst + prompt-wavs/ (a short sine prompt, relative path)."""
+    (tmp_path / "prompt-wavs").mkdir()
+    sf.write(tmp_path / "prompt-wavs" / "p1.wav", (0.1 * np.sin(np.linspace(0, 3000, 24000))).astype(np.float32), 16000)
+    lines = ["u1|A voice to clone.|prompt-wavs/p1.wav|Hello there.", "u2|||Good morning."]
+    (tmp_path / "meta.lst").write_text("\n".join(lines) + "\n")
+    return tmp_path / "meta.lst"
+
+
+# ------------------------------------------------------------------------------- lists
+def test_meta_lst_parsing(meta):
+    items = read_eval_list(meta.parent)  # a folder means its meta.lst
+    assert [i.id for i in items] == ["u1", "u2"]
+    assert items[0].prompt_wav == str(meta.parent / "prompt-wavs" / "p1.wav")
+    assert items[0].prompt_text == "A voice to clone." and items[0].text == "Hello there."
+    assert items[1].prompt_wav is None and items[1].prompt_text is None
+    meta.write_text("u1|p|prompt-wavs/p1.wav|t|gt/u1.wav\n")
+    assert read_eval_list(meta)[0].reference_wav == str(meta.parent / "gt" / "u1.wav")
+
+
+def test_meta_lst_bad_lines_are_all_reported(tmp_path, meta):
+    meta.write_text("\n".join([
+        "a|p|prompt-wavs/p1.wav|fine",
+        "b|only three|fields",
+        "c|p|prompt-wavs/missing.wav|text",
+        "|p|prompt-wavs/p1.wav|no id",
+        "a|p|prompt-wavs/p1.wav|again",
+        "d|transcript without audio||text",
+    ]))  # fmt: skip
+    with pytest.raises(ManifestError) as err:
+        read_eval_list(meta)
+    message = str(err.value)
+    assert "5 problem(s)" in message
+    assert "line 2: expected 4 fields" in message and "got 3" in message
+    assert "prompt audio not found" in message and "missing.wav" in message
+    assert "line 4: empty id" in message
+    assert "duplicate id 'a'" in message
+    assert "(d): a voice prompt needs both" in message
+    with pytest.raises(ManifestError, match="no such benchmark list"):
+        read_eval_list(tmp_path / "nope.lst")
+
+
+def test_jsonl_list(tmp_path, meta):
+    path = tmp_path / "list.jsonl"
+    path.write_text('{"id": "x", "text": "Hi.", "prompt_text": "A voice.", "prompt_audio": "prompt-wavs/p1.wav"}\n'
+                    '{"id": 3, "text": "Bye."}\n')  # fmt: skip
+    items = read_eval_list(path)
+    assert items[0].prompt_wav == str(tmp_path / "prompt-wavs" / "p1.wav") and items[1].id == "3"
+    path.write_text('{"id": "x"}\n[1]\n{bad\n')
+    with pytest.raises(ManifestError, match=r"line 1: missing text[\s\S]*line 2: expected an object[\s\S]*line 3: not JSON"):
+        read_eval_list(path)
+
+
+# ------------------------------------------------------------------------------- tts
+def test_tts_eval_writes_results_and_resumes(tmp_path, meta, synth, metrics, monkeypatch):
+    out = tmp_path / "run"
+    items = read_eval_list(meta)
+    summary = evaluate_tts(synth, items, out, metrics=metrics, seed=0, progress=False)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["u1", "u2"]
+    for r in records:
+        wav, sr = sf.read(out / r["wav"])
+        assert sr == 16000 and len(wav) == pytest.approx(r["seconds"] * sr, abs=1) and len(wav) <= 25 * 320
+        assert r["rtf"] > 0 and 0 <= r["wer"] and "hyp" in r
+    assert -1 <= records[0]["sim"] <= 1 and "sim" not in records[1]  # no prompt, no similarity
+    assert summary["items"] == 2 and summary["failed"] == 0
+    assert summary["wer"] == pytest.approx(100 * np.mean([r["wer"] for r in records]))
+    assert summary["sim"] == pytest.approx(records[0]["sim"])
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert "| wer |" in (out / "summary.md").read_text()
+
+    # a second run has nothing left to do: nothing is synthesised, the summary is the same
+    def fail(*args, **kwargs):
+        raise AssertionError("resumed run synthesised again")
+
+    monkeypatch.setattr(Synthesizer, "tts", fail)
+    assert evaluate_tts(synth, items, out, metrics=metrics, progress=False) == summary
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_after_a_torn_write(tmp_path):
+    log = ResultLog(tmp_path)
+    log.append({"id": "a", "wer": 0.1})
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"id": "b", "we')  # killed mid-write
+    log = ResultLog(tmp_path)
+    assert "a" in log and "b" not in log
+    log.append({"id": "b", "wer": 0.2})
+    assert [json.loads(line)["id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == ["a", "b"]
+
+
+def test_unspeakable_item_is_recorded_as_failed(tmp_path, synth, metrics):
+    (tmp_path / "meta.lst").write_text("ok|||Hello.\nbad|||...!?\n")
+    summary = evaluate_tts(synth, read_eval_list(tmp_path / "meta.lst"), tmp_path / "o", metrics=metrics, progress=False)
+    assert summary["items"] == 2 and summary["failed"] == 1
+    bad = json.loads((tmp_path / "o" / "results.jsonl").read_text().splitlines()[1])
+    assert bad["id"] == "bad" and "speakable" in bad["error"]
+
+
+def test_scaling_points_and_plot(tmp_path, meta, synth, metrics):
+    meta.write_text("u1|A voice to clone.|prompt-wavs/p1.wav|Hello there.\n")
+    points = evaluate_scaling(synth, read_eval_list(meta), tmp_path / "s", metrics=metrics,
+                              strategies=["best-of-n", "prm-sim+orm-wer"], sizes=[1, 2], expand=2, step_tokens=10,
+                              progress=False)  # fmt: skip
+    assert [(p["strategy"], p["size"]) for p in points] == [("best-of-n", 1), ("best-of-n", 2), ("prm-sim+orm-wer", 1),
+                                                            ("prm-sim+orm-wer", 2)]  # fmt: skip
+    by = {(p["strategy"], p["size"]): p for p in points}
+    # more candidates cost more tokens: the x axis of the plot
+    assert by[("best-of-n", 2)]["tokens_per_item"] > by[("best-of-n", 1)]["tokens_per_item"]
+    assert by[("prm-sim+orm-wer", 2)]["beam_width"] == 1 and by[("prm-sim+orm-wer", 2)]["expand"] == 2
+    assert json.loads((tmp_path / "s" / "scaling.json").read_text()) == points
+    png = (tmp_path / "s" / "scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (tmp_path / "s" / "best-of-n-2" / "results.jsonl").is_file()
+
+
+# ------------------------------------------------------------------------------- codec
+def test_stoi_and_pesq_of_identical_and_degraded_audio():
+    wav, _ = sf.read(LIBRIVOX / f"{CLIPS[0]}.wav", dtype="float32") if LIBRIVOX.exists() else (None, None)
+    if wav is None:
+        pytest.skip("pocketsphinx-testdata not installed")
+    noisy = wav + 0.05 * np.random.default_rng(0).standard_normal(len(wav)).astype(np.float32)
+    assert stoi(wav, wav) == pytest.approx(1.0, abs=1e-6)
+    assert stoi(wav, noisy) < 0.95
+    assert pesq(wav, wav, "wb") > 4.5 > pesq(wav, noisy, "wb")
+    assert pesq(np.zeros(16000, np.float32), np.zeros(16000, np.float32), "wb") is None
+
+
+class IdentityCodec:
+    """A lossless stand-in: its "codes" are the waveform, padded to whole frames as X-codec2 pads."""
+
+    sample_rate, hop_length = 16000, 320
+
+    def encode(self, wav):
+        return np.concatenate([wav, np.zeros(self.hop_length - len(wav) % self.hop_length, np.float32)])
+
+    def decode(self, codes):
+        return codes
+
+
+def librivox_items():
+    text = transcripts()
+    return [{"id": c, "audio": str(LIBRIVOX / f"{c}.wav"), "text": text[c]} for c in CLIPS]
+
+
+@needs_librivox
+def test_codec_eval_of_a_lossless_codec(tmp_path, metrics):
+    summary = evaluate_codec(IdentityCodec(), librivox_items(), tmp_path, metrics=metrics, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    for r, item in zip(records, librivox_items()):
+        resynth, sr = sf.read(tmp_path / r["wav"], dtype="float32")
+        assert sr == 16000 and len(resynth) == len(sf.read(item["audio"])[0])
+        assert r["wer_original"] < 0.5  # PocketSphinx knows its own test clips
+        assert r["wer"] == r["wer_original"] and r["hyp"] == r["hyp_original"]
+    assert summary["stoi"] == pytest.approx(1.0, abs=1e-4) and summary["pesq_wb"] > 4.5 and summary["sim"] > 0.99
+    assert summary["wer_increase"] == 0.0 and summary["items"] == 2 and summary["failed"] == 0
+
+
+@needs_librivox
+def test_codec_eval_of_an_untrained_codec(tmp_path, codec, metrics):
+    summary = evaluate_codec(codec, librivox_items(), tmp_path, metrics=metrics, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert all(len(sf.read(tmp_path / r["wav"])[0]) == r["seconds"] * 16000 for r in records)
+    # an untrained codec says nothing intelligible: every word is lost, scores sit at their floors
+    assert summary["wer"] == 100.0 and summary["wer"] > summary["wer_original"]
+    assert summary["wer_increase"] == pytest.approx(summary["wer"] - summary["wer_original"])
+    assert summary["stoi"] < 0.3 and summary["pesq_wb"] < 1.5 and summary["pesq_nb"] < 1.5 and summary["sim"] < 0.9
+    assert set(summary) >= {"wer_corpus", "wer_corpus_original", "dnsmos"}
+
+
+# ------------------------------------------------------------------------------- CLI
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="llasa")
+    add_commands(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+@pytest.fixture
+def model_dirs(tmp_path, synth, codec):
+    save(synth.model, synth.tokenizer, tmp_path / "lm")
+    codec.save_pretrained(tmp_path / "codec")
+    return str(tmp_path / "lm"), str(tmp_path / "codec")
+
+
+def test_cli_eval_tts_with_search(tmp_path, meta, model_dirs, capsys):
+    lm, codec_dir = model_dirs
+    out = tmp_path / "out"
+    argv = ["eval", "tts", str(meta), "--model", lm, "--codec", codec_dir, "-o", str(out), "--search", "best-of-n", "-n", "2"]
+    args = parse(argv)
+    assert args.handler(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["strategy"] == "best-of-n" and summary["items"] == 2 and summary["tokens_per_item"] > 0
+    record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert record["search"]["candidates"] == [2]
+    args = parse(["eval", "tts", str(meta), "--model", lm, "--codec", codec_dir, "-o", str(tmp_path / "o2"),
+                  "--search", "prm-sim+orm-wer"])  # fmt: skip
+    with pytest.raises(ValueError, match="1 item\\(s\\) have none \\(first: u2\\)"):
+        args.handler(args)
+
+
+@needs_librivox
+def test_cli_eval_codec(tmp_path, model_dirs, capsys):
+    _, codec_dir = model_dirs
+    text = transcripts()
+    shutil.copy(LIBRIVOX / f"{CLIPS[1]}.wav", tmp_path / "clip.wav")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({"audio": "clip.wav", "text": text[CLIPS[1]]}) + "\n")
+    args = parse(["eval", "codec", str(tmp_path / "manifest.jsonl"), "--codec", codec_dir, "-o", str(tmp_path / "out")])
+    assert args.handler(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["items"] == 1 and summary["pesq_wb"] is not None
+    assert (tmp_path / "out" / "wavs" / "clip.wav").is_file()
