@@ -311,3 +311,21 @@ def test_cli_decode_of_out_of_range_codes(saved, tmp_path, capsys):
     args = ["codec", "decode", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "o.wav"), "--codec", str(saved)]
     assert cli_main(args) == 2
     assert "outside the codebook of 256 codes" in capsys.readouterr().err
+
+
+def test_semantic_bf16_runs_w2v_bert_in_bf16_only(codec, saved):
+    fast = Codec.from_pretrained(saved, semantic_bf16=True)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen[name] = out.dtype
+
+        return hook
+
+    fast.model.semantic_encoder.encoder.layers[0].ffn1.intermediate_dense.register_forward_hook(record("semantic"))
+    fast.model.acoustic_encoder.conv1.register_forward_hook(record("acoustic"))
+    codes = fast.encode(speech_like(8000))
+    assert seen == {"semantic": torch.bfloat16, "acoustic": torch.float32}
+    assert len(codes) == 8000 // 320 + 1
+    assert fast.model.state_dict().keys() == codec.model.state_dict().keys()

@@ -3,6 +3,7 @@ library, streaming, voices, batching, limits, errors, timeouts, 429, disconnects
 
 import argparse
 import asyncio
+import contextlib
 import io
 import threading
 import time
@@ -354,64 +355,74 @@ def test_server_survives_all_of_the_above(url):
 
 
 # ------------------------------------------------------------------------------- load limits
+# Greedy decoding of LONG with this random model runs both chunks to their budgets (about
+# 3,000 tokens, seconds on any machine): a request that only ends by timeout or by cancellation.
+GREEDY_LONG = {"model": "tiny-llasa", "input": LONG, "temperature": 0}
+LONG_ARGS = {"model": "tiny-llasa", "input": LONG, "voice": "default"}
+
+
 @pytest.fixture()
-def tight(app, synth):
-    """One slot, one waiting place, a 1.5 s timeout: a long request outlives it."""
-    backend = Scheduler(synth.model, synth.vocab, max_batch=1, queue_size=1)
-    tight_app = create_app(synth, backend=backend, model_id="tiny-llasa", limits=Limits(timeout=1.5))
-    with serve_in_thread(tight_app) as base:
-        yield base, backend
+def tight(synth):
+    """A server with one slot and one waiting place; the caller picks the timeout."""
+
+    @contextlib.contextmanager
+    def start(timeout):
+        backend = Scheduler(synth.model, synth.vocab, max_batch=1, queue_size=1)
+        with serve_in_thread(create_app(synth, backend=backend, model_id="tiny-llasa", limits=Limits(timeout=timeout))) as base:
+            yield base, backend
+
+    return start
+
+
+def wait_idle(backend, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while backend.stats()["active"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return backend.stats()["active"] == 0
 
 
 def test_queue_full_and_timeouts(tight):
-    url, backend = tight
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=30)
     results = {}
+    with tight(timeout=1.0) as (url, backend):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=30)
 
-    def queued():
-        try:
-            client.audio.speech.create(model="tiny-llasa", input=LONG, voice="default")
-        except openai.APIStatusError as exc:
-            results["queued"] = exc
+        def queued():
+            try:
+                client.audio.speech.create(**LONG_ARGS, extra_body={"temperature": 0})
+            except openai.APIStatusError as exc:
+                results["queued"] = exc
 
-    with client.audio.speech.with_streaming_response.create(
-        model="tiny-llasa", input=LONG, voice="default", response_format="pcm", extra_body={"stream": True}
-    ) as streaming:
-        stream = streaming.iter_bytes()
-        next(stream)  # it holds the only slot
-        waiter = threading.Thread(target=queued)
-        waiter.start()
-        deadline = time.monotonic() + 5
-        while backend.stats()["waiting"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with pytest.raises(openai.RateLimitError, match="busy"):
-            client.audio.speech.create(model="tiny-llasa", input=SHORT, voice="default")
-        streamed = b"".join(stream)  # cut at the timeout: shorter than the text's budget
-    waiter.join()
-    assert isinstance(results["queued"], openai.APIStatusError) and results["queued"].status_code == 504
-    assert "timed out after 1.5 s" in results["queued"].message
-    assert len(streamed) > 0
-    assert backend.stats()["active"] == 0 and backend.stats()["alive"]
+        with client.audio.speech.with_streaming_response.create(
+            **LONG_ARGS, response_format="pcm", extra_body={"stream": True, "temperature": 0}
+        ) as streaming:
+            stream = streaming.iter_bytes()
+            next(stream)  # it holds the only slot
+            waiter = threading.Thread(target=queued)
+            waiter.start()
+            deadline = time.monotonic() + 5
+            while backend.stats()["waiting"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(openai.RateLimitError, match="busy"):
+                client.audio.speech.create(model="tiny-llasa", input=SHORT, voice="default")
+            streamed = b"".join(stream)  # ends at the timeout, before the budget
+        waiter.join()
+        assert results["queued"].status_code == 504 and "timed out after 1 s" in results["queued"].message
+        assert 0 < len(streamed) < 2900 * 320 * 2
+        assert wait_idle(backend, 1.0) and backend.stats()["alive"]
 
 
 def test_disconnect_frees_the_slot(tight):
-    url, backend = tight
-    with httpx.stream("POST", f"{url}/v1/audio/speech", json={"model": "tiny-llasa", "input": LONG, "stream": True,
-                                                            "response_format": "pcm"}) as response:  # fmt: skip
-        assert response.status_code == 200
-        next(response.iter_bytes())
-        assert backend.stats()["active"] == 1
-    deadline = time.monotonic() + 1.0  # well before the 1.5 s timeout would free it
-    while backend.stats()["active"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert backend.stats()["active"] == 0
-    # and a non-streaming client that leaves
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{url}/v1/audio/speech", json={"model": "tiny-llasa", "input": LONG}, timeout=0.3)
-    deadline = time.monotonic() + 1.0
-    while backend.stats()["active"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert backend.stats()["active"] == 0
+    with tight(timeout=30) as (url, backend):
+        with httpx.stream("POST", f"{url}/v1/audio/speech", json={**GREEDY_LONG, "stream": True, "response_format": "pcm"}) as response:
+            assert response.status_code == 200
+            next(response.iter_bytes())
+            assert backend.stats()["active"] == 1
+        assert wait_idle(backend, 0.5)
+        # and a client that gives up waiting for a whole file
+        with pytest.raises(httpx.ReadTimeout):
+            response = httpx.post(f"{url}/v1/audio/speech", json=GREEDY_LONG, timeout=0.3)
+            pytest.fail(f"answered before the client gave up: {response.status_code} {response.text[:200]}")
+        assert wait_idle(backend, 0.6)
 
 
 # ------------------------------------------------------------------------------- scheduler

@@ -242,3 +242,21 @@ def test_trained_mel_codec_loads_and_runs_through_llasa_codec(corpus, tmp_path):
         codes = codec.encode(_voice(150, 0.5, 3))
         assert len(codes) == 8000 // 320 + 1 and codes.max() < 64
         assert len(codec.decode(codes)) == 320 * len(codes)
+
+
+def test_decoder_only_stage_keeps_the_codes_and_trains_the_decoder(corpus, tmp_path):
+    stage1 = train_codec(_recipe(corpus, tmp_path / "stage1", max_steps=1), resume=False)
+    recipe = _recipe(corpus, tmp_path / "stage2", max_steps=2, decoder_only=True)
+    recipe["init_from"] = str(stage1)
+    recipe["loss"]["gan_start_step"] = 0
+    stage2 = train_codec(recipe, resume=False)
+    before, after = load_file(stage1 / "model.safetensors"), load_file(stage2 / "model.safetensors")
+    decoder = [k for k in before if k.startswith("acoustic_decoder.")]
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in decoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    wav = torch.from_numpy(_voice(150, 0.64, 4))[None, None]
+    with torch.no_grad():
+        codes = [Xcodec2MelModel.from_pretrained(str(d)).eval().encode(wav).audio_codes for d in (stage1, stage2)]
+    assert torch.equal(*codes)
+    with pytest.raises(ValueError, match="init_from"):
+        CodecTrainer(load_config(_recipe(corpus, tmp_path / "x", decoder_only=True)))

@@ -62,10 +62,32 @@ def _same_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[i
     return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
-class Codec:
-    """An X-codec2 codec: `encode` 16 kHz audio to codes, `decode` codes back to audio."""
+def _autocast_bf16(module: torch.nn.Module) -> None:
+    """Run `module` (the w2v-BERT encoder) under bf16 autocast, handing fp32 states onwards.
 
-    def __init__(self, model: Xcodec2Model):
+    An instance-level `forward` keeps the module, its parameters and state_dict untouched.
+    """
+    inner = module.forward
+
+    def forward(*args, **kwargs):
+        device = next(module.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            output = inner(*args, **kwargs)
+        output.last_hidden_state = output.last_hidden_state.float()
+        return output
+
+    module.forward = forward
+
+
+class Codec:
+    """An X-codec2 codec: `encode` 16 kHz audio to codes, `decode` codes back to audio.
+
+    `semantic_bf16=True` runs the w2v-BERT encoder in bf16 autocast: about 2.8x faster on
+    CPUs with AMX and half the encode time of the full model, but codes may differ from fp32
+    where a value sits near an FSQ rounding boundary, so it is off by default.
+    """
+
+    def __init__(self, model: Xcodec2Model, *, semantic_bf16: bool = False):
         config = model.config
         if config.hop_length != SEMANTIC_HOP or config.sampling_rate != 16000:
             raise ValueError(
@@ -74,6 +96,9 @@ class Codec:
                 f"{config.sampling_rate} Hz"
             )
         self.model = model.eval()
+        self.semantic_bf16 = semantic_bf16
+        if semantic_bf16:
+            _autocast_bf16(model.semantic_encoder)
         self.sample_rate: int = config.sampling_rate
         self.hop_length: int = config.hop_length
         self.codebook_size: int = codebook_size(config)
@@ -93,23 +118,25 @@ class Codec:
     # construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: ConfigLike, *, seed: int | None = None) -> "Codec":
+    def from_config(cls, config: ConfigLike, *, seed: int | None = None, semantic_bf16: bool = False) -> "Codec":
         """A codec with freshly initialised (random) weights; `seed` makes them reproducible."""
         config = get_config(config)
         if seed is None:
-            return cls(Xcodec2Model(config))
+            return cls(Xcodec2Model(config), semantic_bf16=semantic_bf16)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return cls(Xcodec2Model(config))
+            return cls(Xcodec2Model(config), semantic_bf16=semantic_bf16)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, device="cpu", dtype: torch.dtype = torch.float32) -> "Codec":
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, device="cpu", dtype: torch.dtype = torch.float32, semantic_bf16: bool = False
+    ) -> "Codec":
         """Load a hub id or local directory, in transformers' layout or the original one."""
         directory = loading.resolve(name_or_path)
         config, state = loading.read_checkpoint(directory)
         model = Xcodec2Model(config)
         loading.load_strict(model, state, source=f"'{directory}'")
-        return cls(model.to(device=device, dtype=dtype))
+        return cls(model.to(device=device, dtype=dtype), semantic_bf16=semantic_bf16)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """transformers' layout: config.json + model.safetensors, readable by Xcodec2Model too."""

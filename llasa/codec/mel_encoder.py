@@ -1,11 +1,14 @@
 """An X-codec2 whose encoder reads log-mel frames instead of the waveform: cheap to train on CPU.
 
-Why this variant exists (measured here, 2 cores, torch 2.13 CPU; `bench` figures in the
-training report): the small `Xcodec2Model` (decoder 256 wide x 4 layers, waveform encoder 8 wide,
-w2v-BERT 64 wide x 2 layers) spends almost all of a training step in the BigCodec waveform
-encoder, whose anti-aliased SnakeBeta convolutions run at 16 kHz. A log-mel front-end at 50 Hz
-(hop 320) followed by a few of X-codec2's own ResNet blocks does the same job -- frames at the
-codec's rate -- for a small fraction of the cost, so an hour of CPU buys many more updates.
+Why this variant exists (measured here, 2 cores shared with other jobs, torch 2.13 CPU, one
+reconstruction step of `llasa.train.codec` -- 7-scale mel loss, AdamW -- on 16 clips x 1 s in
+bf16, best of 7): the small `Xcodec2Model` preset (decoder 256 wide x 4 layers, waveform
+encoder 8 wide, w2v-BERT 64 wide x 2 layers) took 1.67 s, this model with the same decoder and
+FSQ 0.20 s (7.0 M parameters either way). The waveform model spends its step in the BigCodec
+encoder, whose anti-aliased SnakeBeta convolutions run at 16 kHz, plus the numpy w2v-BERT
+front-end; a log-mel front-end at 50 Hz (hop 320) and three of X-codec2's own ResNet blocks give
+the quantizer frames at the codec's rate for an eighth of the cost, so an hour of CPU buys
+eight times the updates.
 
 Everything after the encoder is transformers' X-codec2: `Xcodec2Quantizer` (FSQ, fp32), the
 Vocos/transformer `Xcodec2Decoder` and its iSTFT head, under the same module names as in
@@ -125,6 +128,8 @@ class Xcodec2MelModel(Xcodec2PreTrainedModel):
     `Xcodec2Model` work unchanged; they may skip computing it (`uses_semantic_features`).
     """
 
+    uses_semantic_features = False
+
     def __init__(self, config: Xcodec2Config):
         for field, default in MEL_DEFAULTS.items():
             if not hasattr(config, field):
@@ -138,8 +143,6 @@ class Xcodec2MelModel(Xcodec2PreTrainedModel):
         self.quantizer = Xcodec2Quantizer(config)
         self.acoustic_decoder = Xcodec2Decoder(config)
         self.post_init()
-
-    uses_semantic_features = False
 
     def _init_weights(self, module):
         super()._init_weights(module)

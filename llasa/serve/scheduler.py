@@ -221,10 +221,11 @@ class Scheduler:
                     queue.remove(job)
                     self._fail_if_expired(job, now)
         gone = [b for b, row in enumerate(self._rows) if row.job.cancelled or row.job.expired(now)]
-        for b in gone:
-            self._fail_if_expired(self._rows[b].job, now)
         if gone:
-            self._remove(gone)
+            jobs = [self._rows[b].job for b in gone]
+            self._remove(gone)  # before telling the client, which may then look at the stats
+            for job in jobs:
+                self._fail_if_expired(job, now)
 
     @staticmethod
     def _fail_if_expired(job: Job, now: float) -> None:

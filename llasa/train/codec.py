@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2SemanticAdapter
 
-from llasa.audio import SAMPLE_RATE, load as load_audio, resample
+from llasa.audio import SAMPLE_RATE, load as load_audio
 from llasa.codec import loading
 from llasa.codec.configs import codebook_size, get_config
 from llasa.codec.discriminators import MultiPeriodDiscriminator, MultiResolutionSpecDiscriminator
@@ -57,7 +57,9 @@ FINAL_DIR = "codec"
 DEFAULTS: dict[str, Any] = {
     "output_dir": None,
     "model": "small",  # a llasa.codec preset name or a dict of Xcodec2Config fields
-    "init_from": None,  # a codec directory (either layout) to fine-tune instead of random weights
+    # a codec directory (either layout) to fine-tune instead of random weights; its config.json
+    # then decides the architecture and `model` is not used
+    "init_from": None,
     "data": {
         "train": None,  # a JSONL manifest (`audio` per line) or a folder of audio files
         "eval": None,  # the same; if absent the last `eval_clips` training files are held out
@@ -103,6 +105,9 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",
         "bf16": True,  # autocast for the generator; FSQ, STFTs and losses stay fp32
         "bf16_discriminators": False,  # narrow 2-D convs ran slower in bf16 on CPU
+        # train only `acoustic_decoder` of an `init_from` codec (encoder, quantizer frozen, in eval
+        # mode): a GAN stage after an LM was trained on the codec's codes leaves those codes intact
+        "decoder_only": False,
         "threads": None,
         "log_every": 10,
         "eval_every": 500,
@@ -269,18 +274,24 @@ class CodecTrainer:
             torch.set_num_threads(int(train["threads"]))
         self.device = _device(train["device"])
         torch.manual_seed(train["seed"])
-        self.generator = _build_generator(config).to(self.device).train()
+        self.generator = _build_generator(config).to(self.device)
         self.mel_model = is_mel_config(self.generator.config)
+        if train["decoder_only"]:
+            if not config["init_from"]:
+                raise ValueError("train.decoder_only fine-tunes the decoder of a trained codec: set init_from")
+            self.generator.requires_grad_(False)
+            self.generator.acoustic_decoder.requires_grad_(True)
         self.semantic_head = None
         if not self.mel_model:
             self.generator.semantic_encoder.requires_grad_(False)
-            if loss["semantic"] > 0:
+            if loss["semantic"] > 0 and not train["decoder_only"]:
                 self.semantic_head = SemanticHead(self.generator.config).to(self.device)
         elif loss["semantic"] > 0:
             raise ValueError(
                 "loss.semantic > 0 needs a semantic teacher, which only the waveform X-codec2 has "
                 "(its w2v-BERT); set loss.semantic: 0 for encoder_type: mel"
             )
+        self._train_mode()
         disc = config["discriminators"]
         self.discriminators = nn.ModuleDict(
             {"mpd": MultiPeriodDiscriminator(**disc["mpd"]), "spec": MultiResolutionSpecDiscriminator(**disc["spec"])}
@@ -365,6 +376,15 @@ class CodecTrainer:
 
     # one step ---------------------------------------------------------------------------
 
+    def _train_mode(self) -> None:
+        self.generator.train()
+        if self.config["train"]["decoder_only"]:
+            for name, module in self.generator.named_children():
+                if name != "acoustic_decoder":
+                    module.eval()  # no dropout: the codes are exactly those of the frozen encoder
+        if self.semantic_head is not None:
+            self.semantic_head.train()
+
     def _autocast(self, enabled: bool):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -396,7 +416,8 @@ class CodecTrainer:
     def reconstruct(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, 1, N) -> (reconstruction, codes, semantic loss or None)."""
         with self._autocast(self.config["train"]["bf16"]):
-            encoded, features = self._encode(wav)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config["train"]["decoder_only"]):
+                encoded, features = self._encode(wav)
             recon = self.generator.decode(latents=encoded.latents).audio_values[..., : wav.shape[-1]]
             semantic = None
             if self.semantic_head is not None and self.semantic_head.training:
@@ -480,9 +501,7 @@ class CodecTrainer:
                 "codes_used": len(torch.unique(codes)) / codebook_size(self.generator.config),
             }
         finally:
-            self.generator.train()
-            if self.semantic_head is not None:
-                self.semantic_head.train()
+            self._train_mode()
 
 
 def train_codec(config: dict | str | Path, *, resume: bool = True, max_steps: int | None = None) -> Path:

@@ -1,0 +1,85 @@
+"""Package a trained codec + LM as the built-in default model (llasa/assets/default).
+
+    python scripts/export_default.py --codec runs/codec_small/codec --lm runs/lm_default/checkpoint-N \
+        --corpus runs/corpus [--dtype bfloat16]
+
+Writes `codec/` and `lm/` (safetensors in bf16, replacing what is there, so the repository
+keeps one compact copy), one voice profile per seen corpus speaker under `voices/`, and the
+LM's default voice (`lm/voice.json`, used when a request names no voice). The model card
+(MODEL_CARD.md) is written by hand from the recorded figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from llasa.codec import Codec
+from llasa.defaults import DEFAULT_DIR
+from llasa.lm.model import load as load_lm
+from llasa.tts import Voice
+
+DEFAULT_VOICE = "slt"  # the clearest voice for PocketSphinx (DESIGN.md: flite slt ~23 % WER)
+
+
+def voice_name(speaker: str) -> str:
+    """flite_slt -> slt, festival_slt_hts -> slt_hts: short names for `--voice`."""
+    return speaker.split("_", 1)[1] if speaker.startswith(("flite_", "festival_")) else speaker
+
+
+def pick_clips(corpus: Path, per_speaker: int = 1) -> dict[str, dict]:
+    """One validation clip of 2.5-6 s per seen speaker: a prompt that fits and says enough."""
+    speakers = json.loads((corpus / "speakers.json").read_text())
+    chosen: dict[str, dict] = {}
+    for line in (corpus / "val.jsonl").read_text().splitlines():
+        item = json.loads(line)
+        name = item["speaker"]
+        if speakers[name]["held_out"] or name in chosen or not 2.5 <= item.get("duration", 0) <= 6.0:
+            continue
+        chosen[name] = item
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--codec", required=True)
+    parser.add_argument("--lm", required=True)
+    parser.add_argument("--corpus", required=True, help="the synthetic corpus (for the voice prompts)")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    parser.add_argument("--out", default=str(DEFAULT_DIR))
+    args = parser.parse_args()
+    out, dtype = Path(args.out), getattr(torch, args.dtype)
+
+    codec = Codec.from_pretrained(args.codec)
+    if (out / "codec").exists():
+        shutil.rmtree(out / "codec")
+    codec.model.to(dtype).save_pretrained(out / "codec")
+    codec.model.float()
+
+    model, tokenizer = load_lm(args.lm, dtype=torch.float32)
+    if (out / "lm").exists():
+        shutil.rmtree(out / "lm")
+    model.to(dtype).save_pretrained(out / "lm")
+    tokenizer.save_pretrained(out / "lm")
+
+    corpus = Path(args.corpus)
+    voices = out / "voices"
+    if voices.exists():
+        shutil.rmtree(voices)
+    for speaker, item in pick_clips(corpus).items():
+        name = voice_name(speaker)
+        voice = Voice.from_audio(codec, corpus / item["audio"], item.get("normalized") or item["text"], name=name)
+        voice.save(voices / f"{name}.json")
+        if name == DEFAULT_VOICE:
+            voice.save(out / "lm" / "voice.json")
+        print(f"voice {name}: {voice.seconds:.1f} s  {voice.text!r}")
+    sizes = {p.relative_to(out): p.stat().st_size for p in out.rglob("*.safetensors")}
+    print(json.dumps({str(k): f"{v / 1e6:.1f} MB" for k, v in sizes.items()}), f"total {sum(sizes.values()) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
