@@ -22,7 +22,6 @@ import torch
 from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
-from llasa.defaults import default_codec_path, default_model_path  # noqa: F401 (re-exported)
 from llasa.lm import model as lm_model
 from llasa.lm.frontend import frontend_of
 from llasa.lm.prompt import check_text, join_voice_text, prompt_ids

@@ -139,10 +139,6 @@ def test_bad_audio_is_refused(codec, wav, message):
 # --- streaming --------------------------------------------------------------------------------
 
 
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
-
-
 class LocalDecoder:
     """A stand-in decoder whose sample at token t depends on tokens t-2..t+2 only: streaming
     with enough context and lookahead must then reproduce the full decode exactly."""

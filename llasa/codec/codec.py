@@ -15,6 +15,7 @@ from llasa.audio import AudioError, validate
 from llasa.codec import loading
 from llasa.codec.configs import ConfigLike, codebook_size, get_config
 from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
+from llasa.codec.mel_encoder import build_codec_model
 
 
 def as_codes(codes, codebook: int, *, what: str = "codes") -> np.ndarray:
@@ -122,10 +123,10 @@ class Codec:
         """A codec with freshly initialised (random) weights; `seed` makes them reproducible."""
         config = get_config(config)
         if seed is None:
-            return cls(Xcodec2Model(config), semantic_bf16=semantic_bf16)
+            return cls(build_codec_model(config), semantic_bf16=semantic_bf16)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return cls(Xcodec2Model(config), semantic_bf16=semantic_bf16)
+            return cls(build_codec_model(config), semantic_bf16=semantic_bf16)
 
     @classmethod
     def from_pretrained(
@@ -134,7 +135,7 @@ class Codec:
         """Load a hub id or local directory, in transformers' layout or the original one."""
         directory = loading.resolve(name_or_path)
         config, state = loading.read_checkpoint(directory)
-        model = Xcodec2Model(config)
+        model = build_codec_model(config)
         loading.load_strict(model, state, source=f"'{directory}'")
         return cls(model.to(device=device, dtype=dtype), semantic_bf16=semantic_bf16)
 
@@ -163,10 +164,11 @@ class Codec:
         batches = _same_length_batches([len(p) for p in padded], batch_size)
         for indices in tqdm(batches, desc="encode", unit="batch", disable=len(batches) < 2):
             waves = torch.from_numpy(np.stack([padded[i] for i in indices]))[:, None]
-            features = torch.stack([semantic_features(padded[i]) for i in indices])
-            out = self.model.encode(
-                input_values=waves.to(self.device, self.dtype), input_features=features.to(self.device, self.dtype)
-            ).audio_codes
+            extra = {}
+            if getattr(self.model, "uses_semantic_features", True):  # the log-mel variant reads none
+                features = torch.stack([semantic_features(padded[i]) for i in indices])
+                extra["input_features"] = features.to(self.device, self.dtype)
+            out = self.model.encode(input_values=waves.to(self.device, self.dtype), **extra).audio_codes
             for row, index in zip(out[:, 0].long().cpu().numpy(), indices):
                 codes[index] = row
         return codes if batch else codes[0]

@@ -13,7 +13,8 @@ def add_commands(subparsers) -> None:
     tts.add_argument("-o", "--output", required=True, help="output audio file (.wav, .flac, .ogg)")
     tts.add_argument("--model", help="Llasa model: hub id (HKUSTAudio/Llasa-1B) or local directory")
     tts.add_argument("--codec", help="X-codec2 codec: hub id or local directory")
-    tts.add_argument("--voice", help="reference clip to clone, or a voice profile (.json) from `llasa voice create`")
+    tts.add_argument("--voice", help="a named voice (`llasa voices`), a voice profile (.json) from `llasa voice create`, "
+                     "or a reference clip to clone (with --voice-text); default: the model's own voice")
     tts.add_argument("--voice-text", help="transcript of the reference clip (required with a clip)")
     tts.add_argument("--seed", type=int, help="random seed, for reproducible output")
     tts.add_argument("-n", type=int, help="number of candidates (default 1); with n > 1 files are named OUT-0.wav, "
@@ -26,6 +27,9 @@ def add_commands(subparsers) -> None:
     add_search_arguments(tts)
     tts.add_argument("--scores", action="store_true", help="with --search: write every candidate's scores to OUT.scores.json")
     tts.set_defaults(handler=run_tts)
+
+    voices = subparsers.add_parser("voices", help="list the named voices of the built-in model (--voice NAME)")
+    voices.set_defaults(handler=run_voices)
 
     voice = subparsers.add_parser("voice", help="voice profiles", description="Manage reusable voice profiles.")
     voice_sub = voice.add_subparsers(dest="voice_command", metavar="ACTION", required=True)
@@ -100,7 +104,8 @@ def _required(value: str | None, default, flag: str) -> str:
 
 def run_tts(args: argparse.Namespace) -> int:
     from llasa import audio
-    from llasa.tts import Synthesizer, Voice, default_codec_path, default_model_path
+    from llasa.defaults import default_codec_path, default_model_path
+    from llasa.tts import Synthesizer
 
     model = _required(args.model, default_model_path, "--model")
     codec = _required(args.codec, default_codec_path, "--codec")
@@ -115,24 +120,18 @@ def run_tts(args: argparse.Namespace) -> int:
     searcher = searcher_from_args(args)
     if args.scores and searcher is None:
         raise ValueError("--scores needs --search (it writes the candidates' verifier scores)")
-    if searcher is not None and searcher.voice_verifiers and not args.voice:
-        raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
     synth = Synthesizer.from_pretrained(model, codec, device=args.device)
-    voice = None
-    if args.voice:
-        if Path(args.voice).suffix.lower() == ".json":
-            voice = Voice.load(args.voice)
-        elif not args.voice_text:
-            raise ValueError("--voice-text is required with a voice clip (its transcript); or pass a .json voice profile")
-        else:
-            voice = synth.voice(args.voice, args.voice_text)
+    voice = resolve_voice(args.voice, args.voice_text, synth, model)
+    if searcher is not None and searcher.voice_verifiers and voice is None:
+        raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
     output = Path(args.output)
     if searcher is not None:
         from llasa.lm.sampling import SamplingParams
 
         params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                 repetition_penalty=args.repetition_penalty)  # fmt: skip
-        prompt_audio = audio.load(args.voice) if voice is not None and Path(args.voice).suffix.lower() != ".json" else None
+        clip_given = args.voice is not None and args.voice_text is not None
+        prompt_audio = audio.load(args.voice) if clip_given else None
         found = searcher(synth, args.text, voice, prompt_audio=prompt_audio, language=args.language, params=params,
                          seed=args.seed, progress=True)  # fmt: skip
         print(audio.write(output, found.audio, synth.sample_rate))
@@ -159,9 +158,48 @@ def run_tts(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_voice(voice: str | None, voice_text: str | None, synth, model_dir: str):
+    """--voice as a clip (+ --voice-text), a .json profile, or the name of a shipped voice;
+    without --voice, the model's own default voice (voice.json in its directory) if it has one."""
+    from llasa.defaults import named_voices
+    from llasa.tts import Voice
+
+    if voice is None:
+        shipped = Path(model_dir) / "voice.json"
+        return Voice.load(shipped) if shipped.is_file() else None
+    if voice_text is not None:
+        return synth.voice(voice, voice_text)
+    if Path(voice).suffix.lower() == ".json":
+        return Voice.load(voice)
+    names = named_voices()
+    if voice in names:
+        return Voice.load(names[voice])
+    if Path(voice).exists():
+        raise ValueError("--voice-text is required with a voice clip (its transcript); or pass a .json voice profile")
+    known = ", ".join(names) or "none are installed"
+    raise ValueError(f"--voice {voice!r} is neither a file nor a named voice (named voices: {known}; see `llasa voices`)")
+
+
+def run_voices(args: argparse.Namespace) -> int:
+    from llasa.defaults import default_voice_name, named_voices
+    from llasa.tts import Voice
+
+    names = named_voices()
+    if not names:
+        print("no named voices are installed (the built-in default model has not been trained in this checkout)")
+        return 0
+    default = default_voice_name()
+    for name, path in names.items():
+        voice = Voice.load(path)
+        marker = " (default)" if name == default else ""
+        print(f"{name}{marker}\t{voice.seconds:.1f} s\t{voice.text}")
+    return 0
+
+
 def run_voice_create(args: argparse.Namespace) -> int:
     from llasa.codec import Codec
-    from llasa.tts import Voice, default_codec_path
+    from llasa.defaults import default_codec_path
+    from llasa.tts import Voice
 
     codec = Codec.from_pretrained(_required(args.codec, default_codec_path, "--codec"))
     voice = Voice.from_audio(codec, args.audio, args.text, name=args.name)

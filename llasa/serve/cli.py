@@ -33,7 +33,7 @@ def add_commands(subparsers) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from llasa.lm.cli import _required
     from llasa.serve import Limits, build_app, check_bind
-    from llasa.tts import default_codec_path, default_model_path
+    from llasa.defaults import default_codec_path, default_model_path
 
     check_bind(args.host, args.api_key)  # before minutes of model loading
     if args.max_batch < 1 or args.queue_size < 1 or args.timeout <= 0:
