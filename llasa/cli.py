@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "llasa.data.cli",
     "llasa.train.cli",
     "llasa.eval.cli",
+    "llasa.serve.cli",
 ]
 
 

@@ -174,7 +174,7 @@ def resolve_voice(voice: str | None, voice_text: str | None, synth, model_dir: s
     names = named_voices()
     if voice in names:
         return Voice.load(names[voice])
-    if Path(voice).exists():
+    if Path(voice).exists() or Path(voice).suffix or "/" in voice:  # a clip, not a name
         raise ValueError("--voice-text is required with a voice clip (its transcript); or pass a .json voice profile")
     known = ", ".join(names) or "none are installed"
     raise ValueError(f"--voice {voice!r} is neither a file nor a named voice (named voices: {known}; see `llasa voices`)")
