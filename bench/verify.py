@@ -3,7 +3,7 @@
 Prints one JSON line. Ratios: ``<name>_rtf`` = seconds of compute per second of audio (baseline:
 the clip's own duration); ``prepare_once_speedup`` = scoring N candidates with the request state
 recomputed for each candidate (the naive loop) over the prepare-once path, both timed here.
-Run: python bench/bench_verify.py [--n 8]
+Run: python bench/verify.py [--n 8]
 """
 
 from __future__ import annotations
