@@ -3,6 +3,7 @@ data-parallel processes equal one process on the same global batch."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,33 @@ def test_two_processes_equal_one(shards, tmp_path):
     one, two = log(tmp_path / "one"), log(tmp_path / "two")
     np.testing.assert_allclose([r["loss"] for r in one], [r["loss"] for r in two], rtol=1e-4)
     assert one[-1]["eval_loss"] == pytest.approx(two[-1]["eval_loss"], rel=1e-4)
+
+
+def test_lora_trains_adapters_only_and_exports_merged_weights(shards, tmp_path):
+    pytest.importorskip("peft")
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    base = train_lm(config(shards, tmp_path / "base", max_steps=2, eval_every=2, save_every=2))
+    final = train_lm(config(shards, tmp_path / "lora", init=str(base), lora=lora, max_steps=4, eval_every=4, save_every=4))
+    assert (final / "adapter" / "adapter_config.json").is_file()
+    before, after = load_file(base / "model.safetensors"), load_file(final / "model.safetensors")
+    assert set(before) == set(after)  # plain Llama names: any loader reads the merged export
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+    model, _ = load_lm(final)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_continue_from_a_compact_checkpoint(shards, tmp_path):
+    """Weights + progress.json (what the repository keeps of a long run) continue the run at its
+    step: same schedule and batches; only the optimiser moments start afresh."""
+    train_lm(config(shards, tmp_path / "full"))
+    train_lm(config(shards, tmp_path / "first"), max_steps=4)
+    compact = tmp_path / "compact"
+    shutil.copytree(tmp_path / "first" / "checkpoint-4", compact, ignore=shutil.ignore_patterns("train_state"))
+    train_lm(config(shards, tmp_path / "second", continue_from=str(compact)))
+    full, second = log(tmp_path / "full"), log(tmp_path / "second")
+    assert [r["step"] for r in second] == [5, 6, 7, 8]
+    # step 5's loss is computed before its update: same weights, same batch
+    assert second[0]["loss"] == pytest.approx(full[4]["loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="progress.json"):
+        train_lm(config(shards, tmp_path / "third", continue_from=str(shards)))

@@ -47,12 +47,17 @@ def _tokenize(args: argparse.Namespace) -> int:
 
     from llasa.codec import Codec
     from llasa.data.tokenize import distributed_rank, tokenize_manifest
-    from llasa.lm.vocab import build_tokenizer
+    from llasa.lm.vocab import build_tokenizer, has_token, speech_token
 
     rank, world_size = distributed_rank(args.rank, args.world_size)
     codec = Codec.from_pretrained(args.codec, device=_device(args))
     if args.tokenizer:
         tokenizer, tokenizer_name = AutoTokenizer.from_pretrained(args.tokenizer), str(args.tokenizer)
+        if not has_token(tokenizer, speech_token(0)):
+            # a base Llama-3 tokenizer (the official recipe starts from Llama-3.2-*-Instruct's):
+            # extend it with the control and speech tokens for this codec
+            tokenizer = build_tokenizer(tokenizer, codec.codebook_size)
+            tokenizer_name += f" + Llasa tokens for {codec.codebook_size} codes"
     else:
         tokenizer = build_tokenizer(None, codec.codebook_size)
         tokenizer_name = f"byte-level (llasa.lm.vocab.build_tokenizer(None, {codec.codebook_size}))"
@@ -102,7 +107,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("manifest", help="a JSONL manifest")
     p.add_argument("out", help="output folder of shards (resumes a stopped run)")
     p.add_argument("--codec", required=True, help="codec directory or hub id")
-    p.add_argument("--tokenizer", help="tokenizer directory (default: the byte-level tokenizer for the codec)")
+    p.add_argument("--tokenizer", help="a Llasa tokenizer, or a Llama-3 one (its vocabulary is extended with the Llasa tokens);"
+                   " default: the byte-level tokenizer for the codec")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=2048, help="row length; longer utterances are skipped")
     p.add_argument("--text-field", default="text", help="the manifest field to read ('normalized' for spelled-out text)")

@@ -13,7 +13,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from llasa.lm.frontend import CONFIG_KEY
 from llasa.lm.prompt import training_example
 
 STATE_DIR = "train_state"
+PROGRESS_FILE = "progress.json"  # step and tokens of the run that wrote a checkpoint
 LOG_FILE = "train_log.jsonl"
 
 
@@ -45,6 +46,10 @@ class LMTrainConfig:
     # "preset:NAME" (random init, llasa.lm presets), a text-LLM directory (vocabulary extended
     # as the official recipe does), or a Llasa checkpoint directory (fine-tuning)
     init: str = "preset:tiny"
+    # a compact checkpoint (weights + progress.json, e.g. the shipped default model) whose run
+    # this one continues at its step, when output_dir holds no full checkpoint; the optimiser
+    # moments are not in it and restart (the schedule and data order carry on)
+    continue_from: str | None = None
     tokenizer: str | None = None  # default: the tokenizer recorded by `llasa data tokenize`
     eval_data: str | None = None  # default: the last `eval_rows` rows of `data` are held out
     eval_rows: int = 64
@@ -152,13 +157,13 @@ def _resolve_tokenizer(cfg: LMTrainConfig):
 def build_model(cfg: LMTrainConfig, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from llasa.lm.model import build_model as build_preset
+    from llasa.lm.model import build_model as build_preset, resolve
 
     vocab_size = len(tokenizer)
     if cfg.init.startswith("preset:"):
         model = build_preset(cfg.init.split(":", 1)[1], tokenizer, seed=cfg.seed)
     else:
-        init = Path(cfg.init)
+        init = resolve(cfg.init)  # a local directory, or a hub id (e.g. meta-llama/Llama-3.2-1B-Instruct)
         if not (init / "config.json").is_file():
             raise ValueError(f"init '{cfg.init}' is neither 'preset:NAME' nor a model directory with config.json")
         model = AutoModelForCausalLM.from_pretrained(init, torch_dtype=torch.float32)
@@ -245,6 +250,10 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
     )
     set_seed(cfg.seed)
     tokenizer = _resolve_tokenizer(cfg)
+    if cfg.continue_from and not (resume and _latest_checkpoint(out)):
+        if not (Path(cfg.continue_from) / PROGRESS_FILE).is_file():
+            raise ValueError(f"continue_from '{cfg.continue_from}' has no {PROGRESS_FILE}: it was not written by llasa train lm")
+        cfg = replace(cfg, init=cfg.continue_from)
     model = build_model(cfg, tokenizer)
     train_set, eval_set = _split(cfg, tokenizer)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
@@ -270,6 +279,10 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         trainer_state = json.loads((ckpt / STATE_DIR / "trainer.json").read_text())
         step, total_tokens = trainer_state["step"], trainer_state.get("tokens", 0)
         accelerator.print(f"resuming from {ckpt} at step {step}")
+    elif cfg.continue_from:
+        progress = json.loads((Path(cfg.continue_from) / PROGRESS_FILE).read_text())
+        step, total_tokens = progress["step"], progress["tokens"]
+        accelerator.print(f"continuing {cfg.continue_from} at step {step} (fresh optimiser moments)")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -380,11 +393,15 @@ def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LM
                 if "lora_" not in k
             }
             unwrapped.unmerge_adapter()
+            if unwrapped.get_base_model().config.tie_word_embeddings:
+                merged.pop("lm_head.weight", None)  # the embedding is the output layer
             unwrapped.get_base_model().save_pretrained(ckpt, state_dict=merged, safe_serialization=True)
         else:
             unwrapped.save_pretrained(ckpt, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(ckpt)
-        (ckpt / STATE_DIR / "trainer.json").write_text(json.dumps({"step": step, "tokens": tokens}))
+        progress = json.dumps({"step": step, "tokens": tokens})
+        (ckpt / STATE_DIR / "trainer.json").write_text(progress)
+        (ckpt / PROGRESS_FILE).write_text(progress)
         done = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         for old in done[: -cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
