@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from llasa.data.manifest import ManifestError
 from llasa.eval import Metrics, ResultLog, evaluate_codec, evaluate_scaling, evaluate_tts, pesq, read_eval_list, stoi
@@ -24,14 +23,6 @@ codec_module = pytest.importorskip("llasa.codec")
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CLIPS = ["sense_and_sensibility_01_austen_64kb-0880", "sense_and_sensibility_01_austen_64kb-0930"]
 needs_librivox = pytest.mark.skipif(not (LIBRIVOX / "transcription").is_file(), reason="pocketsphinx-testdata not installed")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

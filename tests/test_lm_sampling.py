@@ -12,15 +12,6 @@ from llasa.lm.vocab import SpeechVocab, build_tokenizer
 GREEDY = SamplingParams(temperature=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models are all per-op overhead; a second thread only adds contention on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup():
     tokenizer = build_tokenizer(None, 64)

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from llasa.lm.cli import add_commands
 from llasa.lm.model import build_model, save
@@ -19,14 +18,6 @@ from llasa.verify import Score
 codec_module = pytest.importorskip("llasa.codec")
 
 TOKENS = 30  # per-chunk token cap: keeps every search to a few hundred tiny-model steps
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

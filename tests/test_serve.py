@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -34,14 +33,6 @@ from llasa.tts import Synthesizer, Voice  # noqa: E402
 KEY = "sk-test-key"
 SHORT = "Hello there."
 LONG = " ".join(f"Sentence number {i} goes on for a little while." for i in range(12))  # ~600 chars, 3 chunks
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sine(seconds: float, rate: int = 16000) -> np.ndarray:

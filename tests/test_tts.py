@@ -22,15 +22,6 @@ TEXT = "The quick brown fox."
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models are all per-op overhead; a second thread only adds contention on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def codec():
     return codec_module.Codec.from_config("tiny", seed=0)
