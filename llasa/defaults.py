@@ -26,16 +26,35 @@ def default_codec_path() -> str | None:
     return _if_present(DEFAULT_DIR / "codec")
 
 
+DEFAULT_VOICE = "slt"  # the built-in model's default: the clearest corpus voice for PocketSphinx
+
+
 def voices_dir() -> Path:
     return DEFAULT_DIR / "voices"
 
 
 def named_voices() -> dict[str, Path]:
-    """The voice profiles shipped with the default model, by name."""
+    """The voice profiles shipped with the built-in model, by name."""
     return {p.stem: p for p in sorted(voices_dir().glob("*.json"))}
 
 
-def default_voice_name() -> str | None:
-    """The voice used when a request names none: the first shipped voice (alphabetically)."""
-    names = list(named_voices())
+def is_default_model(model_dir: str | Path) -> bool:
+    default = default_model_path()
+    return default is not None and Path(model_dir).resolve() == Path(default).resolve()
+
+
+def model_voices(model_dir: str | Path) -> dict[str, Path]:
+    """Voice profiles that come with a model: the built-in model's named voices, or the
+    `voices/*.json` inside any other model directory."""
+    if is_default_model(model_dir):
+        return named_voices()
+    return {p.stem: p for p in sorted((Path(model_dir) / "voices").glob("*.json"))}
+
+
+def default_voice_name(model_dir: str | Path | None = None) -> str | None:
+    """The voice used when a request names none: the built-in model's DEFAULT_VOICE, else the
+    first of a model's voices by name; None for a model that ships no voice."""
+    names = list(model_voices(model_dir or default_model_path() or DEFAULT_DIR / "lm"))
+    if DEFAULT_VOICE in names:
+        return DEFAULT_VOICE
     return names[0] if names else None

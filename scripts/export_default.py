@@ -4,8 +4,8 @@
         --corpus runs/corpus [--dtype bfloat16]
 
 Writes `codec/` and `lm/` (safetensors in bf16, replacing what is there, so the repository
-keeps one compact copy), one voice profile per seen corpus speaker under `voices/`, and the
-LM's default voice (`lm/voice.json`, used when a request names no voice). The model card
+keeps one compact copy), and one voice profile per seen corpus speaker under `voices/` (the default
+voice, used when a request names none, is llasa.defaults.DEFAULT_VOICE). The model card
 (MODEL_CARD.md) is written by hand from the recorded figures.
 """
 
@@ -22,8 +22,6 @@ from llasa.codec import Codec
 from llasa.defaults import DEFAULT_DIR
 from llasa.lm.model import load as load_lm
 from llasa.tts import Voice
-
-DEFAULT_VOICE = "slt"  # the clearest voice for PocketSphinx (DESIGN.md: flite slt ~23 % WER)
 
 
 def voice_name(speaker: str) -> str:
@@ -74,8 +72,6 @@ def main() -> None:
         name = voice_name(speaker)
         voice = Voice.from_audio(codec, corpus / item["audio"], item.get("normalized") or item["text"], name=name)
         voice.save(voices / f"{name}.json")
-        if name == DEFAULT_VOICE:
-            voice.save(out / "lm" / "voice.json")
         print(f"voice {name}: {voice.seconds:.1f} s  {voice.text!r}")
     sizes = {p.relative_to(out): p.stat().st_size for p in out.rglob("*.safetensors")}
     print(json.dumps({str(k): f"{v / 1e6:.1f} MB" for k, v in sizes.items()}), f"total {sum(sizes.values()) / 1e6:.1f} MB")

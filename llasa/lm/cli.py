@@ -160,13 +160,13 @@ def run_tts(args: argparse.Namespace) -> int:
 
 def resolve_voice(voice: str | None, voice_text: str | None, synth, model_dir: str):
     """--voice as a clip (+ --voice-text), a .json profile, or the name of a shipped voice;
-    without --voice, the model's own default voice (voice.json in its directory) if it has one."""
-    from llasa.defaults import named_voices
+    without --voice, the model's default voice if it ships voices (llasa.defaults)."""
+    from llasa.defaults import default_voice_name, model_voices, named_voices
     from llasa.tts import Voice
 
     if voice is None:
-        shipped = Path(model_dir) / "voice.json"
-        return Voice.load(shipped) if shipped.is_file() else None
+        name = default_voice_name(model_dir)
+        return Voice.load(model_voices(model_dir)[name]) if name else None
     if voice_text is not None:
         return synth.voice(voice, voice_text)
     if Path(voice).suffix.lower() == ".json":

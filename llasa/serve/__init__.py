@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from llasa.defaults import default_voice_name, is_default_model
 from llasa.serve.app import Limits, create_app
 from llasa.serve.scheduler import Job, QueueFull, Scheduler
 from llasa.serve.voices import VoiceStore, shipped_voices
@@ -72,18 +73,11 @@ def build_app(
         synth = Synthesizer.from_pretrained(model_dir, codec, device=device)
         engine = Scheduler(synth.model, synth.vocab, max_batch=max_batch, queue_size=queue_size,
                            context_length=synth.context_length)  # fmt: skip
-    builtin = _is_default_model(model_dir)
-    voices = VoiceStore(voices_dir, shipped=shipped_voices(model_dir, builtin=builtin))
+    builtin = is_default_model(model_dir)
+    voices = VoiceStore(voices_dir, shipped=shipped_voices(model_dir, builtin=builtin), default_name=default_voice_name(model_dir))
     # what /v1/models lists: never a path on the server
     model_id = "llasa" if builtin else Path(model).name if Path(model).expanduser().exists() else str(model)
     return create_app(synth, backend=engine, model_id=model_id, voices=voices, api_key=api_key, limits=limits)
-
-
-def _is_default_model(model_dir: Path) -> bool:
-    from llasa.defaults import default_model_path
-
-    default = default_model_path()
-    return default is not None and model_dir.resolve() == Path(default).resolve()
 
 
 @contextlib.contextmanager

@@ -46,13 +46,21 @@ class StoredVoice:
 
 
 class VoiceStore:
-    def __init__(self, directory: str | Path | None = None, *, shipped: dict[str, Voice] | None = None, max_voices: int = 256):
-        """``shipped``: the model's own voices by name; the first by name is the default."""
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        shipped: dict[str, Voice] | None = None,
+        default_name: str | None = None,
+        max_voices: int = 256,
+    ):
+        """``shipped``: the model's own voices by name; ``default_name`` (else the first by name)
+        is the default."""
         self.directory = Path(directory) if directory is not None else None
         self.max_voices = max_voices
         now = int(time.time())
         self._shipped = {name: StoredVoice(name, voice, now, builtin=True) for name, voice in sorted((shipped or {}).items())}
-        first = next(iter(self._shipped.values()), None)
+        first = self._shipped.get(default_name) or next(iter(self._shipped.values()), None)
         self.default = StoredVoice(DEFAULT_VOICE_ID, first.voice if first else None, now, builtin=True)
         self._voices: dict[str, StoredVoice] = {}
         if self.directory is not None:
@@ -107,10 +115,7 @@ def shipped_voices(model_dir: str | Path, *, builtin: bool = False) -> dict[str,
     (``builtin``), or the ``voices/*.json`` inside the model directory."""
     from llasa import defaults
 
-    if builtin:
-        paths = defaults.named_voices()
-    else:
-        paths = {p.stem: p for p in sorted((Path(model_dir) / "voices").glob("*.json"))}
+    paths = defaults.named_voices() if builtin else defaults.model_voices(model_dir)
     voices = {}
     for name, path in paths.items():
         if name == DEFAULT_VOICE_ID or _ID.fullmatch(name):
