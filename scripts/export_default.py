@@ -1,7 +1,7 @@
-"""Package a trained codec + LM as the built-in default model (llasa/assets/default).
+"""Package a trained codec and/or LM as the built-in default model (llasa/assets/default).
 
-    python scripts/export_default.py --codec runs/codec_small/codec --lm runs/lm_default/checkpoint-N \
-        --corpus runs/corpus [--dtype bfloat16]
+    python scripts/export_default.py --codec runs/codec_small/codec   # before tokenizing for the LM
+    python scripts/export_default.py --lm runs/lm_default/checkpoint-N
 
 Writes `codec/` and `lm/` (safetensors in bf16, replacing what is there, so the repository
 keeps one compact copy), and one voice profile per seen corpus speaker under `voices/` (the default
@@ -21,6 +21,7 @@ import torch
 from llasa.codec import Codec
 from llasa.defaults import DEFAULT_DIR
 from llasa.lm.model import load as load_lm
+from llasa.train.lm import PROGRESS_FILE
 from llasa.tts import Voice
 
 
@@ -42,29 +43,14 @@ def pick_clips(corpus: Path, per_speaker: int = 1) -> dict[str, dict]:
     return chosen
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--codec", required=True)
-    parser.add_argument("--lm", required=True)
-    parser.add_argument("--corpus", required=True, help="the synthetic corpus (for the voice prompts)")
-    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    parser.add_argument("--out", default=str(DEFAULT_DIR))
-    args = parser.parse_args()
-    out, dtype = Path(args.out), getattr(torch, args.dtype)
-
-    codec = Codec.from_pretrained(args.codec)
+def export_codec(source: str, out: Path, dtype: torch.dtype, corpus: Path) -> Codec:
+    """The codec in `dtype`, then reloaded from what was written: voices (and any shards made
+    for the LM) must come from exactly the weights that ship."""
+    codec = Codec.from_pretrained(source)
     if (out / "codec").exists():
         shutil.rmtree(out / "codec")
     codec.model.to(dtype).save_pretrained(out / "codec")
-    codec.model.float()
-
-    model, tokenizer = load_lm(args.lm, dtype=torch.float32)
-    if (out / "lm").exists():
-        shutil.rmtree(out / "lm")
-    model.to(dtype).save_pretrained(out / "lm")
-    tokenizer.save_pretrained(out / "lm")
-
-    corpus = Path(args.corpus)
+    codec = Codec.from_pretrained(out / "codec")
     voices = out / "voices"
     if voices.exists():
         shutil.rmtree(voices)
@@ -73,6 +59,35 @@ def main() -> None:
         voice = Voice.from_audio(codec, corpus / item["audio"], item.get("normalized") or item["text"], name=name)
         voice.save(voices / f"{name}.json")
         print(f"voice {name}: {voice.seconds:.1f} s  {voice.text!r}")
+    return codec
+
+
+def export_lm(source: str, out: Path, dtype: torch.dtype) -> None:
+    model, tokenizer = load_lm(source, dtype=torch.float32)
+    if (out / "lm").exists():
+        shutil.rmtree(out / "lm")
+    model.to(dtype).save_pretrained(out / "lm")
+    tokenizer.save_pretrained(out / "lm")
+    progress = Path(source) / PROGRESS_FILE
+    if progress.is_file():  # lets `continue_from` carry the run on in a later sitting
+        shutil.copy(progress, out / "lm" / PROGRESS_FILE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--codec", help="codec checkpoint to ship (also remakes the voices)")
+    parser.add_argument("--lm", help="LM checkpoint to ship")
+    parser.add_argument("--corpus", default="runs/corpus", help="the synthetic corpus (for the voice prompts)")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    parser.add_argument("--out", default=str(DEFAULT_DIR))
+    args = parser.parse_args()
+    if not (args.codec or args.lm):
+        parser.error("nothing to export: give --codec and/or --lm")
+    out, dtype = Path(args.out), getattr(torch, args.dtype)
+    if args.codec:
+        export_codec(args.codec, out, dtype, Path(args.corpus))
+    if args.lm:
+        export_lm(args.lm, out, dtype)
     sizes = {p.relative_to(out): p.stat().st_size for p in out.rglob("*.safetensors")}
     print(json.dumps({str(k): f"{v / 1e6:.1f} MB" for k, v in sizes.items()}), f"total {sum(sizes.values()) / 1e6:.1f} MB")
 
