@@ -17,5 +17,8 @@ llasa data tokenize runs/corpus/train.jsonl runs/shards --codec "$CODEC" \
     --text-field normalized --frontend "$FRONTEND" --max-length 1024
 llasa data tokenize runs/corpus/val.jsonl runs/shards_val --codec "$CODEC" \
     --tokenizer runs/shards/tokenizer --text-field normalized --frontend "$FRONTEND" --max-length 1024
-llasa train lm configs/lm_default.yaml
+# carry on the run whose weights ship (a new machine has no runs/ checkpoint to resume)
+CONTINUE=()
+if [ -f llasa/assets/default/lm/progress.json ]; then CONTINUE=(--continue-from llasa/assets/default/lm); fi
+llasa train lm configs/lm_default.yaml "${CONTINUE[@]}"
 python scripts/export_default.py --lm runs/lm_default/final

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 
 def _train_lm(args) -> int:
+    from llasa.config import load_config_file
     from llasa.train.lm import train_lm
 
-    final = train_lm(args.config, resume=not args.no_resume, max_steps=args.max_steps)
+    config = load_config_file(args.config)
+    if args.continue_from:
+        config["continue_from"] = args.continue_from
+    final = train_lm(config, resume=not args.no_resume, max_steps=args.max_steps)
     print(final)
     return 0
 
@@ -27,4 +31,7 @@ def add_commands(subparsers) -> None:
         p.add_argument("config", help="YAML or JSON recipe (see configs/)")
         p.add_argument("--max-steps", type=int, default=None, help="stop this run after this many total steps (resume later)")
         p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in the output directory")
+        if name == "lm":
+            p.add_argument("--continue-from", help="a compact checkpoint (e.g. llasa/assets/default/lm) whose run to "
+                           "carry on when the output directory holds no checkpoint yet")
         p.set_defaults(handler=handler)
