@@ -66,15 +66,31 @@ def test_schedule_and_row_order():
     assert RowOrder(10, seed=3).rows(10, 10) != first_epoch  # a new permutation per epoch
 
 
+def test_length_grouped_order_covers_every_row_and_cuts_padding():
+    lengths = np.random.default_rng(0).integers(100, 700, size=64)
+    plain, grouped = RowOrder(64, seed=1), RowOrder(64, seed=1, lengths=lengths, group=4)
+    batches = [grouped.batch(s, 8) for s in range(8)]  # two blocks of 4 batches = one epoch
+    assert sorted(r for b in batches for r in b) == list(range(64))
+    assert grouped.batch(5, 8) == batches[5]  # a pure function of the step: resumable
+
+    def padded(bs):
+        return sum(len(b) * max(lengths[r] for r in b) for b in bs)
+
+    assert padded(batches) < 0.8 * padded([plain.batch(s, 8) for s in range(8)])
+
+
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="unknown LM training option.*learning_rate"):
         LMTrainConfig.from_dict({"data": "x", "output_dir": "y", "learning_rate": 1})
     with pytest.raises(ValueError, match="needs 'data'"):
         LMTrainConfig.from_dict({"output_dir": "y"})
+    with pytest.raises(ValueError, match="attention must be"):
+        LMTrainConfig.from_dict({"data": "x", "output_dir": "y", "attention": "full"})
 
 
-def test_loss_falls_and_checkpoint_loads(shards, tmp_path):
-    final = train_lm(config(shards, tmp_path / "run", max_steps=30, eval_every=10))
+@pytest.mark.parametrize("attention", ["official", "causal"])
+def test_loss_falls_and_checkpoint_loads(shards, tmp_path, attention):
+    final = train_lm(config(shards, tmp_path / "run", max_steps=30, eval_every=10, attention=attention, length_grouped=2))
     records = log(tmp_path / "run")
     losses = [r["loss"] for r in records]
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])

@@ -65,6 +65,11 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     mixed_precision: str = "bf16"  # "no", "bf16" or "fp16"
     gradient_checkpointing: bool = False
+    # "official": attention_mask = input_ids != pad, which also hides the <|eot_id|> closing the
+    # system and user turns (LLaSA_training's quirk); "causal": every token is visible, exactly
+    # as at inference, and the faster attention path runs (right padding needs no mask)
+    attention: str = "official"
+    length_grouped: int = 0  # >0: draw this many global batches at a time and batch by length
     lora: LoraSettings | None = None
     seed: int = 0
     log_every: int = 10
@@ -86,6 +91,8 @@ class LMTrainConfig:
         for name in ("data", "output_dir"):
             if not raw.get(name):
                 raise ValueError(f"LM training config needs '{name}'")
+        if raw.get("attention", "official") not in ("official", "causal"):
+            raise ValueError(f"attention must be 'official' or 'causal', got {raw['attention']!r}")
         return cls(**raw)
 
 
@@ -99,12 +106,19 @@ def lr_at(step: int, cfg: LMTrainConfig) -> float:
 
 
 class RowOrder:
-    """Which dataset rows step `s` uses: epoch-wise permutations from the seed, consumed in order."""
+    """Which dataset rows step `s` uses: epoch-wise permutations from the seed, consumed in order.
 
-    def __init__(self, n_rows: int, seed: int):
+    With ``group`` > 0 and row ``lengths``, every ``group`` consecutive global batches are drawn
+    together, sorted by length, cut into batches and visited in a seeded random order: batches
+    of similar lengths waste little compute on padding (the corpus' rows vary 2x in length).
+    """
+
+    def __init__(self, n_rows: int, seed: int, *, lengths: np.ndarray | None = None, group: int = 0):
         if n_rows == 0:
             raise ValueError("no training rows: the data directory holds no tokenized utterances")
-        self.n_rows, self.seed, self._cache = n_rows, seed, {}
+        if group and lengths is None:
+            raise ValueError("length grouping needs the rows' lengths")
+        self.n_rows, self.seed, self.lengths, self.group, self._cache = n_rows, seed, lengths, group, {}
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._cache:
@@ -117,6 +131,16 @@ class RowOrder:
             epoch, i = divmod(pos, self.n_rows)
             out.append(int(self._perm(epoch)[i]))
         return out
+
+    def batch(self, step: int, size: int) -> list[int]:
+        """The rows of global batch ``step`` (``size`` rows)."""
+        if not self.group:
+            return self.rows(step * size, size)
+        block, j = divmod(step, self.group)
+        pool = sorted(self.rows(block * self.group * size, self.group * size), key=lambda r: self.lengths[r])
+        visit = np.random.default_rng([self.seed, block, 1]).permutation(self.group)
+        k = int(visit[j])
+        return pool[k * size : (k + 1) * size]
 
 
 def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -132,9 +156,10 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, t
     return batch
 
 
-def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def token_loss_sum(model, batch: dict[str, torch.Tensor], *, official_mask: bool = True) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the labelled positions, and their count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    mask = batch["attention_mask"] if official_mask else None
+    logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits
     targets = batch["labels"][:, 1:]
     loss = torch.nn.functional.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
@@ -205,6 +230,11 @@ class _Examples:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def lengths(self) -> np.ndarray:
+        """Non-padding tokens of each row (a proxy for its example's length)."""
+        pad = self.tokenizer.pad_token_id
+        return np.array([int((np.asarray(self.dataset[int(i)]) != pad).sum()) for i in self.indices])
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = np.asarray(self.dataset[int(self.indices[i])])
@@ -288,14 +318,15 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     world, rank = accelerator.num_processes, accelerator.process_index
-    order = RowOrder(len(train_set), cfg.seed)
+    lengths = train_set.lengths() if cfg.length_grouped else None
+    order = RowOrder(len(train_set), cfg.seed, lengths=lengths, group=cfg.length_grouped)
     global_batch = cfg.batch_size * world * cfg.grad_accum
     stop = cfg.max_steps if max_steps is None else min(cfg.max_steps, max_steps)
     bar = tqdm(total=stop, initial=step, desc="train lm", disable=not accelerator.is_main_process, unit="step")
     tokens_seen, t0 = 0, time.perf_counter()
     model.train()
     while step < stop:
-        rows = order.rows(step * global_batch, global_batch)
+        rows = order.batch(step, global_batch)
         micro = [
             collate(
                 [train_set[r] for r in rows[(a * world + rank) * cfg.batch_size : (a * world + rank + 1) * cfg.batch_size]],
@@ -312,7 +343,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             # accumulate() syncs gradients (DDP/FSDP/DeepSpeed) and steps only on the last micro-batch
             with accelerator.accumulate(model), accelerator.autocast():
-                summed, _ = token_loss_sum(model, batch)
+                summed, _ = token_loss_sum(model, batch, official_mask=cfg.attention == "official")
                 # backward() divides by grad_accum and DDP averages over processes: undo both so
                 # the gradient is that of the token mean over the whole global batch
                 accelerator.backward(summed * world * cfg.grad_accum / max(1, total_targets))
@@ -368,7 +399,7 @@ def evaluate(model, eval_set: _Examples, cfg: LMTrainConfig, accelerator) -> flo
         batch = collate([eval_set[j] for j in mine[i : i + cfg.batch_size]], eval_set.tokenizer.pad_token_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
-            summed, n = token_loss_sum(model, batch)
+            summed, n = token_loss_sum(model, batch, official_mask=cfg.attention == "official")
         total, count = total + float(summed), count + n
     model.train()
     sums = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), "sum")
