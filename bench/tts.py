@@ -1,0 +1,58 @@
+"""Real-time factor of synthesis with the built-in default model (or --model/--codec).
+
+rtf = wall time / seconds of audio produced, for a 10-word sentence (< 1 is faster than real
+time), measured over a few seeded runs after a warm-up; the LM and codec shares are reported
+separately. Prints one JSON line:
+
+    python bench/tts.py [--runs 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from llasa.defaults import default_codec_path, default_model_path, default_voice_name, model_voices
+from llasa.tts import Synthesizer, Voice
+
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=default_model_path())
+    parser.add_argument("--codec", default=default_codec_path())
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    if not (args.model and args.codec):
+        parser.error("no built-in default model in this checkout: pass --model and --codec")
+    torch.set_num_threads(args.threads)
+    synth = Synthesizer.from_pretrained(args.model, args.codec)
+    name = default_voice_name(args.model)
+    voice = Voice.load(model_voices(args.model)[name]) if name else None
+    synth.tts(SENTENCE, voice, seed=0, progress=False)  # warm-up
+    lm_s = codec_s = audio_s = 0.0
+    for run in range(args.runs):
+        start = time.perf_counter()
+        codes = synth.decoder(SENTENCE, voice, seed=run).run()
+        mid = time.perf_counter()
+        wav = synth.decode(codes, voice)[0]
+        end = time.perf_counter()
+        lm_s, codec_s, audio_s = lm_s + mid - start, codec_s + end - mid, audio_s + len(wav) / synth.sample_rate
+    print(json.dumps({
+        "bench": "tts", "words": len(SENTENCE.split()), "runs": args.runs, "threads": args.threads,
+        "voice": name, "audio_s_per_run": round(audio_s / args.runs, 3),
+        "rtf": round((lm_s + codec_s) / max(audio_s, 1e-9), 4),
+        "lm_rtf": round(lm_s / max(audio_s, 1e-9), 4), "codec_rtf": round(codec_s / max(audio_s, 1e-9), 4),
+        "tokens_per_s": round(audio_s * synth.frame_rate / max(lm_s, 1e-9), 1),
+        "mean_abs_amplitude": round(float(np.mean(np.abs(wav))), 4),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The built-in default model: the README's first command works offline, named voices resolve,
+and the shipped weights fit the size budget."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from llasa.cli import main
+from llasa.defaults import DEFAULT_DIR, default_codec_path, default_model_path, default_voice_name, named_voices
+
+pytestmark = pytest.mark.skipif(
+    default_model_path() is None or default_codec_path() is None, reason="no built-in default model in this checkout"
+)
+
+
+def test_weights_fit_the_budget():
+    total = sum(p.stat().st_size for p in DEFAULT_DIR.rglob("*.safetensors"))
+    assert total <= 40e6
+
+
+def test_readme_command_speaks(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "fox.wav"
+    assert main(["tts", "The quick brown fox jumps over the lazy dog.", "-o", str(out), "--seed", "0"]) == 0
+    wav, rate = sf.read(out)
+    assert rate == 16000 and wav.ndim == 1
+    assert 0.3 < len(wav) / rate < 15  # a budget from the text caps generation
+    assert np.isfinite(wav).all() and np.abs(wav).max() > 0.01
+
+
+def test_named_voices(tmp_path, capsys):
+    voices = named_voices()
+    assert default_voice_name() in voices and len(voices) >= 3
+    assert main(["voices"]) == 0
+    assert "(default)" in capsys.readouterr().out
+    name = sorted(voices)[0]
+    assert main(["tts", "Hello there.", "-o", str(tmp_path / "v.wav"), "--voice", name, "--seed", "1"]) == 0
+    assert main(["tts", "Hello.", "-o", str(tmp_path / "x.wav"), "--voice", "no_such_voice"]) == 2
+    assert "named voices" in capsys.readouterr().err
