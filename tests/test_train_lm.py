@@ -108,6 +108,8 @@ def test_kill_and_resume_matches_uninterrupted(shards, tmp_path):
     # the same run stopped after 4 steps (as if killed after the checkpoint), then restarted
     train_lm(config(shards, tmp_path / "split"), max_steps=4)
     assert not (tmp_path / "split" / "final").exists()
+    with open(tmp_path / "split" / "train_log.jsonl", "a") as fh:  # logged after the checkpoint, then killed
+        fh.write(json.dumps({"step": 5, "loss": 0.0}) + "\n")
     resumed = train_lm(config(shards, tmp_path / "split"))
     a, b = log(tmp_path / "full"), log(tmp_path / "split")
     assert [r["step"] for r in b] == list(range(1, 9))

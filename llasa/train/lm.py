@@ -264,6 +264,13 @@ def _split(cfg: LMTrainConfig, tokenizer) -> tuple[_Examples, _Examples]:
     )
 
 
+def _cut_log(path: Path, step: int) -> None:
+    """Drop records past the step a run resumes from: they are logged again as it gets there."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 def _latest_checkpoint(output_dir: Path) -> Path | None:
     found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     found = [p for p in found if (p / STATE_DIR / "trainer.json").is_file()]
@@ -323,6 +330,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        _cut_log(out / LOG_FILE, step)
 
     world, rank = accelerator.num_processes, accelerator.process_index
     lengths = train_set.lengths() if cfg.length_grouped else None
