@@ -29,6 +29,24 @@ def default_codec_path() -> str | None:
 DEFAULT_VOICE = "slt"  # the built-in model's default: the clearest corpus voice for PocketSphinx
 
 
+def model_or_default(model: str | None) -> str:
+    """--model as given, else the built-in LM; a clear error in a checkout without one."""
+    return _given_or_default(model, default_model_path(), "--model")
+
+
+def codec_or_default(codec: str | None) -> str:
+    """--codec as given, else the built-in codec; a clear error in a checkout without one."""
+    return _given_or_default(codec, default_codec_path(), "--codec")
+
+
+def _given_or_default(value: str | None, default: str | None, flag: str) -> str:
+    if value:
+        return value
+    if default is None:
+        raise ValueError(f"{flag} is required (no built-in default model in this checkout): pass a hub id or a local directory")
+    return default
+
+
 def voices_dir() -> Path:
     return DEFAULT_DIR / "voices"
 

@@ -10,3 +10,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_builtin_model(monkeypatch, tmp_path_factory):
+    """A checkout without the built-in default model (as before it is first trained)."""
+    from llasa import defaults
+
+    monkeypatch.setattr(defaults, "DEFAULT_DIR", tmp_path_factory.mktemp("no_default_model"))

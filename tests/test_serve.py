@@ -457,7 +457,7 @@ def test_refuses_public_bind_without_key(dirs, monkeypatch):
         check_bind(host, "a-key")
 
 
-def test_serve_needs_a_model_until_one_is_published(monkeypatch):
+def test_serve_needs_a_model_until_one_is_published(monkeypatch, no_builtin_model):
     monkeypatch.delenv("LLASA_API_KEY", raising=False)
     args = parse(["serve"])
     with pytest.raises(ValueError, match="--model is required"):

@@ -239,7 +239,7 @@ def test_cli_voice_create_and_use(tmp_path, model_dirs):
     assert (tmp_path / "cand-0.wav").exists() and (tmp_path / "cand-1.wav").exists()
 
 
-def test_cli_needs_model_and_transcript(tmp_path, model_dirs):
+def test_cli_needs_model_and_transcript(tmp_path, model_dirs, no_builtin_model):
     lm_dir, codec_dir = model_dirs
     args = parse(["tts", "Hi.", "-o", str(tmp_path / "x.wav")])
     with pytest.raises(ValueError, match="--model is required"):

@@ -7,14 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llasa.defaults import default_codec_path
-
-
-def _codec_name(args: argparse.Namespace) -> str:
-    name = args.codec or default_codec_path()
-    if name is None:
-        raise ValueError("no default codec is installed yet: pass --codec with a hub id or a local directory")
-    return name
+from llasa.defaults import codec_or_default
 
 
 def _codec(name: str):
@@ -26,7 +19,7 @@ def _codec(name: str):
 def _encode(args: argparse.Namespace) -> int:
     from llasa.audio import load
 
-    name = _codec_name(args)
+    name = codec_or_default(args.codec)
     wav = load(args.input)
     codes = _codec(name).encode(wav)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +31,7 @@ def _encode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     from llasa.audio import write
 
-    name = _codec_name(args)
+    name = codec_or_default(args.codec)
     path = Path(args.input)
     if not path.is_file():
         raise FileNotFoundError(f"'{path}': no such codes file")
@@ -56,7 +49,7 @@ def _decode(args: argparse.Namespace) -> int:
 def _resynth(args: argparse.Namespace) -> int:
     from llasa.audio import load, write
 
-    name = _codec_name(args)
+    name = codec_or_default(args.codec)
     wav = load(args.input)
     codec = _codec(name)
     codes = codec.encode(wav)

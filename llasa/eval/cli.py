@@ -20,12 +20,12 @@ def _common(parser: argparse.ArgumentParser, *, synthesis: bool) -> None:
     parser.add_argument("list", help="benchmark list: Seed-TTS-eval meta.lst or JSONL" if synthesis
                         else "manifest of recordings (JSONL with audio and text, or any `llasa data` layout)")  # fmt: skip
     parser.add_argument("-o", "--output", required=True, help="output folder (results.jsonl, wavs/, summary.*); reruns resume")
-    parser.add_argument("--codec", required=True, help="X-codec2 codec: hub id or local directory")
+    parser.add_argument("--codec", help="X-codec2 codec: hub id or local directory (default: the built-in one)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N items")
     parser.add_argument("--dnsmos", action="store_true", help="also measure DNSMOS (about 1 s per clip on CPU)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     if synthesis:
-        parser.add_argument("--model", required=True, help="Llasa model: hub id or local directory")
+        parser.add_argument("--model", help="Llasa model: hub id or local directory (default: the built-in one)")
         parser.add_argument("--seed", type=int, default=0, help="item i is sampled with seed + i (default 0)")
         parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy; default 0.8)")
         parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0 = off)")
@@ -84,12 +84,14 @@ def _items(args):
 
 
 def _synth_and_params(args):
+    from llasa.defaults import codec_or_default, model_or_default
     from llasa.lm.sampling import SamplingParams
     from llasa.tts import Synthesizer
 
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             repetition_penalty=args.repetition_penalty)  # fmt: skip
-    return Synthesizer.from_pretrained(args.model, args.codec, device=args.device), params
+    synth = Synthesizer.from_pretrained(model_or_default(args.model), codec_or_default(args.codec), device=args.device)
+    return synth, params
 
 
 def _print_summary(summary) -> None:
@@ -114,13 +116,14 @@ def run_eval_tts(args: argparse.Namespace) -> int:
 
 def run_eval_codec(args: argparse.Namespace) -> int:
     from llasa.codec import Codec
+    from llasa.defaults import codec_or_default
     from llasa.data.manifest import load_corpus
     from llasa.eval.codec import evaluate_codec
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     items = load_corpus(args.list)[: args.limit]
-    codec = Codec.from_pretrained(args.codec, device=args.device)
+    codec = Codec.from_pretrained(codec_or_default(args.codec), device=args.device)
     _print_summary(evaluate_codec(codec, items, args.output, metrics=_metrics(args)))
     return 0
 

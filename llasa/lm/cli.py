@@ -95,20 +95,12 @@ def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None 
     )
 
 
-def _required(value: str | None, default, flag: str) -> str:
-    value = value or default()
-    if value is None:
-        raise ValueError(f"{flag} is required (no default is published yet): pass a hub id or a local directory")
-    return value
-
-
 def run_tts(args: argparse.Namespace) -> int:
     from llasa import audio
-    from llasa.defaults import default_codec_path, default_model_path
+    from llasa.defaults import codec_or_default, model_or_default
     from llasa.tts import Synthesizer
 
-    model = _required(args.model, default_model_path, "--model")
-    codec = _required(args.codec, default_codec_path, "--codec")
+    model, codec = model_or_default(args.model), codec_or_default(args.codec)
     if args.n is not None and args.search not in (None, "best-of-n"):
         raise ValueError(f"-n is the candidate count of best-of-n; --search {args.search} uses --beam-width and --expand")
     if args.n is None:
@@ -198,10 +190,10 @@ def run_voices(args: argparse.Namespace) -> int:
 
 def run_voice_create(args: argparse.Namespace) -> int:
     from llasa.codec import Codec
-    from llasa.defaults import default_codec_path
+    from llasa.defaults import codec_or_default
     from llasa.tts import Voice
 
-    codec = Codec.from_pretrained(_required(args.codec, default_codec_path, "--codec"))
+    codec = Codec.from_pretrained(codec_or_default(args.codec))
     voice = Voice.from_audio(codec, args.audio, args.text, name=args.name)
     path = voice.save(args.output)
     print(f"{path}: voice '{voice.name}', {voice.seconds:.1f} s, {len(voice.codes)} codes")

@@ -31,15 +31,13 @@ def add_commands(subparsers) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from llasa.lm.cli import _required
+    from llasa.defaults import codec_or_default, model_or_default
     from llasa.serve import Limits, build_app, check_bind
-    from llasa.defaults import default_codec_path, default_model_path
 
     check_bind(args.host, args.api_key)  # before minutes of model loading
     if args.max_batch < 1 or args.queue_size < 1 or args.timeout <= 0:
         raise ValueError("--max-batch and --queue-size must be >= 1 and --timeout > 0")
-    model = _required(args.model, default_model_path, "--model")
-    codec = _required(args.codec, default_codec_path, "--codec")
+    model, codec = model_or_default(args.model), codec_or_default(args.codec)
     limits = Limits(max_input_chars=args.max_input_chars, max_upload_bytes=int(args.max_upload_mb * 2**20),
                     timeout=args.timeout)  # fmt: skip
     app = build_app(model, codec, device=args.device, backend=args.backend, max_batch=args.max_batch,
