@@ -40,6 +40,11 @@ VOICE_FORMAT = "llasa-voice"
 _SECONDS_PER_CHAR = 0.125
 _SECONDS_PER_WIDE_CHAR = 0.4
 _HEADROOM_SECONDS = 2.0
+# Lower bounds used to keep the end token back until the text could have been said at all:
+# very fast speech runs ~25 characters/s in alphabetic scripts, ~8 in CJK. An undertrained
+# model (or a voice clip ending in silence) otherwise may stop at once with nothing said.
+_MIN_SECONDS_PER_CHAR = 0.04
+_MIN_SECONDS_PER_WIDE_CHAR = 0.12
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,;:，、：])\s*")
@@ -135,13 +140,15 @@ class Voice:
         )
 
 
-def speaking_seconds(text: str) -> float:
-    """A generous upper bound on how long ``text`` takes to say (see the rates above)."""
-    seconds = _HEADROOM_SECONDS
+def speaking_seconds(text: str, *, fastest: bool = False) -> float:
+    """A generous upper bound on how long ``text`` takes to say (see the rates above), or with
+    ``fastest`` a lower bound: the least time any speaker needs for it."""
+    seconds = 0.0 if fastest else _HEADROOM_SECONDS
+    narrow, wide = (_MIN_SECONDS_PER_CHAR, _MIN_SECONDS_PER_WIDE_CHAR) if fastest else (_SECONDS_PER_CHAR, _SECONDS_PER_WIDE_CHAR)
     for ch in text:
         if ch.isspace():
             continue
-        seconds += _SECONDS_PER_WIDE_CHAR if unicodedata.east_asian_width(ch) in "WF" else _SECONDS_PER_CHAR
+        seconds += wide if unicodedata.east_asian_width(ch) in "WF" else narrow
     return seconds
 
 
@@ -222,6 +229,10 @@ class Synthesizer:
         """The token budget of one chunk: its speaking time at the codec's frame rate."""
         return math.ceil(speaking_seconds(text) * self.frame_rate)
 
+    def min_new_tokens(self, text: str) -> int:
+        """Codes before which the end token may not be sampled: the fastest speaking time."""
+        return math.floor(speaking_seconds(text, fastest=True) * self.frame_rate)
+
     def _prompt_length(self, text: str, voice: Voice | None) -> int:
         """len(self.prompt(text, voice)) without rendering the template (or validating a
         fragment): the text span sits between two added tokens, so it is tokenised on its own."""
@@ -296,6 +307,7 @@ class Synthesizer:
             params=params,
             seed=seed,
             max_new_tokens=budget,
+            min_new_tokens=self.min_new_tokens(text),
             context_length=self.context_length,
         )
 

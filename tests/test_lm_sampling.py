@@ -183,3 +183,22 @@ def test_bad_n_and_select(setup):
     dec = SpeechDecoder(model, vocab, prompt, n=2, max_new_tokens=3)
     with pytest.raises(IndexError, match="out of range"):
         dec.select([2])
+
+
+def test_min_new_tokens_holds_back_the_end_token(monkeypatch):
+    """A model that wants to stop at once still says at least min_new_tokens codes."""
+    tokenizer = build_tokenizer(None, 16)
+    vocab = SpeechVocab.from_tokenizer(tokenizer)
+    model = build_model("tiny", tokenizer, seed=0)
+    logits = SpeechDecoder._logits
+
+    def eager_to_end(self, hidden):
+        scores = logits(self, hidden)
+        scores[:, vocab.codebook_size] += 100.0  # the end token dominates every step
+        return scores
+
+    monkeypatch.setattr(SpeechDecoder, "_logits", eager_to_end)
+    prompt = tokenizer("hello", add_special_tokens=False)["input_ids"] + [vocab.sgs_id]
+    assert [len(c) for c in SpeechDecoder(model, vocab, prompt, n=3, seed=0).run()] == [0, 0, 0]
+    held = SpeechDecoder(model, vocab, prompt, n=3, seed=0, min_new_tokens=7, max_new_tokens=20)
+    assert [len(c) for c in held.run()] == [7, 7, 7] and all(r.stop_reason == "end" for r in held.rows)

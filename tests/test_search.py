@@ -76,7 +76,8 @@ def test_best_of_n_picks_the_argmax_of_real_candidates(synth):
     assert len(set(loudness)) == 6  # distinct, so the argmax is unambiguous
     assert chunk.chosen == int(np.argmax(loudness))
     np.testing.assert_allclose([c.score for c in chunk.candidates], loudness, rtol=1e-5)
-    np.testing.assert_array_equal(result.audio, synth.decode([expected[chunk.chosen]])[0])
+    # decoded in one batch with other candidates of its length: equal up to float rounding
+    np.testing.assert_allclose(result.audio, synth.decode([expected[chunk.chosen]])[0], atol=1e-5)
     assert verifier.calls == [([len(c) * 320 for c in expected], False)]  # one outcome call, whole audio
     assert result.spent.tokens == sum(len(c) + (c.size < TOKENS) for c in expected)
     assert result.spent.candidates == 6 and result.spent.verifier_clips == 6

@@ -111,6 +111,7 @@ class SpeechDecoder:
         params: SamplingParams = SamplingParams(),
         seed: int | None = None,
         max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
         context_length: int = CONTEXT_LENGTH,
     ):
         if n < 1:
@@ -125,6 +126,8 @@ class SpeechDecoder:
         self.max_new_tokens = room if max_new_tokens is None else min(int(max_new_tokens), room)
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        # the end token is not sampled before this many codes (like generate's min_new_tokens)
+        self.min_new_tokens = max(0, min(int(min_new_tokens), self.max_new_tokens))
         self.model = model
         self.vocab = vocab
         self.params = params  # settable between steps (e.g. a greedy tail after sampled prefixes)
@@ -201,6 +204,9 @@ class SpeechDecoder:
 
     def _step(self) -> None:
         scores = self._logits(self._hidden)
+        if self.min_new_tokens:
+            early = torch.tensor([len(self.rows[i].codes) < self.min_new_tokens for i in self._live], device=scores.device)
+            scores[early, self.vocab.codebook_size] = float("-inf")
         scores = self._processors(self._history, scores)
         if self.params.greedy:
             choice = scores.argmax(dim=-1)
@@ -276,8 +282,10 @@ def generate_codes(
     params: SamplingParams = SamplingParams(),
     seed: int | None = None,
     max_new_tokens: int | None = None,
+    min_new_tokens: int = 0,
     progress: bool = False,
 ) -> list[np.ndarray]:
     """Sample ``n`` speech-code sequences after one shared prefill (the whole run of a decoder)."""
-    decoder = SpeechDecoder(model, vocab, prompt_ids, n=n, params=params, seed=seed, max_new_tokens=max_new_tokens)
+    decoder = SpeechDecoder(model, vocab, prompt_ids, n=n, params=params, seed=seed, max_new_tokens=max_new_tokens,
+                            min_new_tokens=min_new_tokens)  # fmt: skip
     return decoder.run(progress=progress)

@@ -321,7 +321,7 @@ def create_app(
             return Response(audio_io.encode_bytes(wav, synth.sample_rate, fmt), media_type=FORMATS[fmt])
 
         job = Job([synth.prompt(c, voice) for c in chunks], [synth.max_new_tokens(c) for c in chunks], params,
-                  seed=body.seed, timeout=limits.timeout)  # fmt: skip
+                  seed=body.seed, minimums=[synth.min_new_tokens(c) for c in chunks], timeout=limits.timeout)  # fmt: skip
         try:
             backend.submit(job)
         except QueueFull as exc:

@@ -78,6 +78,7 @@ class Job:
         params: SamplingParams = SamplingParams(),
         *,
         seed: int | None = None,
+        minimums: Sequence[int] | None = None,
         timeout: float = 120.0,
         loop: asyncio.AbstractEventLoop | None = None,
     ):
@@ -85,6 +86,8 @@ class Job:
             raise ValueError("a job needs one token budget per prompt, and at least one prompt")
         self.prompts = [[int(t) for t in p] for p in prompts]
         self.budgets = [int(b) for b in budgets]
+        # codes before the end token may be sampled (Synthesizer.min_new_tokens), per chunk
+        self.minimums = [int(m) for m in minimums] if minimums is not None else [0] * len(budgets)
         self.params = params
         self.seed = seed
         self.timeout = timeout
@@ -114,6 +117,7 @@ class _Row:
     job: Job
     position: int  # position id of the next token
     budget: int
+    minimum: int
     processors: LogitsProcessorList
     greedy: bool
     generator: torch.Generator | None
@@ -258,6 +262,7 @@ class Scheduler:
             job=job,
             position=len(prompt),
             budget=job.budgets[job.chunk],
+            minimum=min(job.minimums[job.chunk], job.budgets[job.chunk]),
             processors=params.processors(),
             greedy=params.greedy,
             generator=None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed)),
@@ -310,7 +315,11 @@ class Scheduler:
         end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
         tokens, finished = [], []
         for b, row in enumerate(self._rows):
-            scores = row.processors(row.history, logits[b : b + 1])
+            scores = logits[b : b + 1]
+            if row.produced < row.minimum:
+                scores = scores.clone()
+                scores[0, end] = float("-inf")
+            scores = row.processors(row.history, scores)
             if row.greedy:
                 token = int(scores.argmax(dim=-1))
             else:

@@ -83,6 +83,7 @@ class VLLMBackend:
             repetition_penalty=params.repetition_penalty,
             seed=job.chunk_seed(),
             max_tokens=job.budgets[job.chunk],
+            min_tokens=job.minimums[job.chunk],
             stop_token_ids=[self.vocab.sge_id],
             allowed_token_ids=self._allowed,
             detokenize=False,
