@@ -7,18 +7,36 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import ipaddress
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from llasa.defaults import default_voice_name, is_default_model
-from llasa.serve.app import Limits, create_app
-from llasa.serve.scheduler import Job, QueueFull, Scheduler
-from llasa.serve.voices import VoiceStore, shipped_voices
+
+if TYPE_CHECKING:
+    from llasa.serve.app import Limits
 
 __all__ = ["Limits", "Job", "QueueFull", "Scheduler", "VoiceStore", "build_app", "check_bind", "create_app", "serve_in_thread"]
+
+# imported on first use: `llasa --help` and `llasa tts` must work without the `serve` extra (FastAPI)
+_LAZY = {
+    "Limits": "llasa.serve.app",
+    "create_app": "llasa.serve.app",
+    "Job": "llasa.serve.scheduler",
+    "QueueFull": "llasa.serve.scheduler",
+    "Scheduler": "llasa.serve.scheduler",
+    "VoiceStore": "llasa.serve.voices",
+    "shipped_voices": "llasa.serve.voices",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'llasa.serve' has no attribute {name!r}")
 
 BACKENDS = ("transformers", "vllm")
 
@@ -50,11 +68,16 @@ def build_app(
     queue_size: int = 32,
     voices_dir: str | Path | None = None,
     api_key: str | None = None,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
 ):
     """Load a model and its codec and build the app (``model``: hub id or local directory)."""
     from llasa.lm.model import resolve
+    from llasa.serve.app import Limits, create_app
+    from llasa.serve.scheduler import Scheduler
+    from llasa.serve.voices import VoiceStore, shipped_voices
     from llasa.tts import Synthesizer
+
+    limits = limits or Limits()
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
