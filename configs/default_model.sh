@@ -22,3 +22,6 @@ CONTINUE=()
 if [ -f llasa/assets/default/lm/progress.json ]; then CONTINUE=(--continue-from llasa/assets/default/lm); fi
 llasa train lm configs/lm_default.yaml "${CONTINUE[@]}"
 python scripts/export_default.py --lm runs/lm_default/final
+# stage 2 of the codec: the GAN on the decoder only, from the shipped codec (codes unchanged)
+llasa train codec configs/codec_small_gan.yaml
+python scripts/export_default.py --codec runs/codec_small_gan/codec
