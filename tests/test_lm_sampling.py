@@ -6,7 +6,7 @@ import torch
 
 from llasa.lm.model import build_model
 from llasa.lm.prompt import prompt_ids
-from llasa.lm.sampling import SamplingParams, SpeechDecoder, _sample, generate_codes
+from llasa.lm.sampling import SamplingParams, SpeechDecoder, generate_codes, sample_from
 from llasa.lm.vocab import SpeechVocab, build_tokenizer
 
 GREEDY = SamplingParams(temperature=0)
@@ -64,7 +64,7 @@ def test_rows_share_one_prefill_and_decode_together(setup):
 
 def test_sampler_follows_the_distribution():
     probs = torch.tensor([[0.0, 0.5, 0.3, 0.2, 0.0]]).repeat(20_000, 1)
-    choice, logp = _sample(probs, torch.Generator().manual_seed(0))
+    choice, logp = sample_from(probs, torch.Generator().manual_seed(0))
     freq = torch.bincount(choice, minlength=5).float() / len(choice)
     assert freq[0] == 0 and freq[4] == 0  # cut tokens are never drawn
     assert torch.allclose(freq, probs[0], atol=0.015)

@@ -212,7 +212,7 @@ class SpeechDecoder:
             choice = scores.argmax(dim=-1)
             logp = torch.zeros(choice.shape, device=scores.device)
         else:
-            choice, logp = _sample(torch.softmax(scores, dim=-1), self.generator)
+            choice, logp = sample_from(torch.softmax(scores, dim=-1), self.generator)
 
         end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
         keep = []
@@ -260,7 +260,7 @@ class SpeechDecoder:
         return torch.cat([speech, end], dim=-1).float()
 
 
-def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_from(probs: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One draw per row by inverting the CDF with a single uniform number.
 
     Why not ``torch.multinomial``: on CPU it draws one random number per category, 3 ms per

@@ -34,7 +34,7 @@ from transformers import DynamicCache, LlamaForCausalLM
 from transformers.generation.logits_process import LogitsProcessorList
 
 from llasa.lm.model import CONTEXT_LENGTH
-from llasa.lm.sampling import SamplingParams, _sample
+from llasa.lm.sampling import SamplingParams, sample_from
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
 
 log = logging.getLogger("llasa.serve")
@@ -323,7 +323,7 @@ class Scheduler:
             if row.greedy:
                 token = int(scores.argmax(dim=-1))
             else:
-                token = int(_sample(torch.softmax(scores, dim=-1), row.generator)[0])
+                token = int(sample_from(torch.softmax(scores, dim=-1), row.generator)[0])
             tokens.append(token)
             if token == end:
                 self._end_chunk(row, "end")
