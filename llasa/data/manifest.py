@@ -11,7 +11,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import soundfile as sf
 
@@ -73,10 +73,9 @@ def _resolve(audio: str, base: Path) -> str:
     return str(path if path.is_absolute() else base / path)
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """A JSONL manifest; relative audio paths are resolved against the manifest's folder."""
-    path = Path(path)
-    items, problems = [], []
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, object, None) for each JSON object of a JSONL file, or (line number, None,
+    problem) for a bad line; blank lines are skipped. Readers collect every problem in order."""
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -84,15 +83,26 @@ def read_jsonl(path: str | Path) -> list[dict]:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
-                problems.append(f"line {line_no}: not JSON ({exc.msg})")
+                yield line_no, None, f"line {line_no}: not JSON ({exc.msg})"
                 continue
             if not isinstance(item, dict):
-                problems.append(f"line {line_no}: expected an object, got {type(item).__name__}")
+                yield line_no, None, f"line {line_no}: expected an object, got {type(item).__name__}"
                 continue
-            _rename_aliases(item)
-            if "audio" in item and item["audio"] is not None:
-                item["audio"] = _resolve(item["audio"], path.parent)
-            items.append(item)
+            yield line_no, item, None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """A JSONL manifest; relative audio paths are resolved against the manifest's folder."""
+    path = Path(path)
+    items, problems = [], []
+    for _, item, problem in iter_jsonl(path):
+        if problem:
+            problems.append(problem)
+            continue
+        _rename_aliases(item)
+        if "audio" in item and item["audio"] is not None:
+            item["audio"] = _resolve(item["audio"], path.parent)
+        items.append(item)
     _report(problems, str(path))
     return items
 

@@ -8,12 +8,11 @@ against the list's folder, as seed-tts-eval's scripts do. JSONL: ``id``, ``text`
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llasa.data.manifest import ManifestError
+from llasa.data.manifest import ManifestError, iter_jsonl
 
 
 @dataclass
@@ -76,16 +75,9 @@ def read_meta_lst(path: str | Path) -> list[EvalItem]:
 def read_jsonl_list(path: str | Path) -> list[EvalItem]:
     path = Path(path)
     items, problems = [], []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {line_no}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"line {line_no}: expected an object, got {type(row).__name__}")
+    for line_no, row, problem in iter_jsonl(path):
+        if problem:
+            problems.append(problem)
             continue
         missing = [k for k in ("id", "text") if not str(row.get(k) or "").strip()]
         if missing:
