@@ -21,6 +21,18 @@ DiscriminatorOutput = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
 LEAKY_SLOPE = 0.1
 
 
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv layers then the output conv: (flattened logits, every layer's features
+    for feature matching), the shared body of both discriminator kinds."""
+    features = []
+    for conv in convs:
+        hidden = nn.functional.leaky_relu(conv(hidden), LEAKY_SLOPE)
+        features.append(hidden)
+    logits = post(hidden)
+    features.append(logits)
+    return logits.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """HiFi-GAN sub-discriminator: the waveform folded into (N / period, period) columns."""
 
@@ -51,13 +63,7 @@ class PeriodDiscriminator(nn.Module):
         if length % self.period:
             waveform = nn.functional.pad(waveform, (0, self.period - length % self.period), mode="reflect")
         hidden = waveform.view(batch, 1, -1, self.period)
-        features = []
-        for conv in self.convs:
-            hidden = nn.functional.leaky_relu(conv(hidden), LEAKY_SLOPE)
-            features.append(hidden)
-        logits = self.post(hidden)
-        features.append(logits)
-        return logits.flatten(1), features
+        return _conv_stack(self.convs, self.post, hidden)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -109,13 +115,7 @@ class SpecDiscriminator(nn.Module):
             )
             # log compresses the dynamic range so quiet bands are judged too
             hidden = torch.log(spectrum.abs().clamp(min=1e-5)).transpose(1, 2).unsqueeze(1)
-        features = []
-        for conv in self.convs:
-            hidden = nn.functional.leaky_relu(conv(hidden), LEAKY_SLOPE)
-            features.append(hidden)
-        logits = self.post(hidden)
-        features.append(logits)
-        return logits.flatten(1), features
+        return _conv_stack(self.convs, self.post, hidden)
 
 
 class MultiResolutionSpecDiscriminator(nn.Module):
