@@ -14,11 +14,9 @@ import soundfile as sf
 from llasa.data.manifest import ManifestError
 from llasa.eval import Metrics, ResultLog, evaluate_codec, evaluate_scaling, evaluate_tts, pesq, read_eval_list, stoi
 from llasa.eval.cli import add_commands
-from llasa.lm.model import build_model, save
-from llasa.lm.vocab import build_tokenizer
+from llasa.lm.model import save
 from llasa.tts import Synthesizer
 
-codec_module = pytest.importorskip("llasa.codec")
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CLIPS = ["sense_and_sensibility_01_austen_64kb-0880", "sense_and_sensibility_01_austen_64kb-0930"]
@@ -28,17 +26,6 @@ needs_librivox = pytest.mark.skipif(not (LIBRIVOX / "transcription").is_file(), 
 @pytest.fixture(autouse=True)
 def short_chunks(monkeypatch):
     monkeypatch.setattr(Synthesizer, "max_new_tokens", lambda self, text: 25)
-
-
-@pytest.fixture(scope="module")
-def codec():
-    return codec_module.Codec.from_config("tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def synth(codec):
-    tokenizer = build_tokenizer(None, codec.codebook_size)
-    return Synthesizer(build_model("tiny", tokenizer, seed=1), tokenizer, codec)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 
 from llasa.lm.cli import add_commands
-from llasa.lm.model import build_model, save
-from llasa.lm.vocab import build_tokenizer
+from llasa.lm.model import save
 from llasa.search import Searcher, search
 from llasa.tts import Synthesizer
 from llasa.verify import Score
 
-codec_module = pytest.importorskip("llasa.codec")
 
 TOKENS = 30  # per-chunk token cap: keeps every search to a few hundred tiny-model steps
 
@@ -23,17 +21,6 @@ TOKENS = 30  # per-chunk token cap: keeps every search to a few hundred tiny-mod
 @pytest.fixture(autouse=True)
 def short_chunks(monkeypatch):
     monkeypatch.setattr(Synthesizer, "max_new_tokens", lambda self, text: TOKENS)
-
-
-@pytest.fixture(scope="module")
-def codec():
-    return codec_module.Codec.from_config("tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def synth(codec):
-    tokenizer = build_tokenizer(None, codec.codebook_size)
-    return Synthesizer(build_model("tiny", tokenizer, seed=1), tokenizer, codec)
 
 
 @pytest.fixture(scope="module")
