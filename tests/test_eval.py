@@ -253,3 +253,44 @@ def test_cli_eval_codec(tmp_path, model_dirs, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["items"] == 1 and summary["pesq_wb"] is not None
     assert (tmp_path / "out" / "wavs" / "clip.wav").is_file()
+
+
+# ------------------------------------------------------------------------------- train-time scaling
+def test_train_scaling_curves_wer_and_plot(tmp_path, meta, codec, capsys):
+    """Two sizes of one recipe: each run's eval-loss curve on the 6ND compute axis (N counted
+    without the embeddings), the WER of its latest checkpoint, the plot and the table."""
+    from llasa.cli import main
+    from llasa.eval.train_scaling import run_curve
+    from llasa.lm.prompt import memmap_row
+    from llasa.lm.vocab import build_tokenizer
+
+    shards = tmp_path / "shards"
+    tokenizer = build_tokenizer(None, codec.codebook_size)
+    tokenizer.save_pretrained(shards / "tokenizer")
+    rng = np.random.default_rng(0)
+    rows = [memmap_row(tokenizer, "hello there", rng.integers(0, codec.codebook_size, 20), max_length=256) for _ in range(24)]
+    np.stack(rows).astype(np.int32).tofile(shards / "shard-00000-of-00001.memmap")
+    np.save(shards / "shard-00000-of-00001_shape.npy", np.array([len(rows), 256]))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: {shards}\nmax_length: 256\nbatch_size: 4\nmax_steps: 4\nmixed_precision: 'no'\n"
+                      "log_every: 1\neval_every: 2\nsave_every: 4\neval_rows: 4\n")  # fmt: skip
+    for size in ("tiny", "micro"):
+        assert main(["train", "lm", str(recipe), "--set", f"init=preset:{size}", "--set", f"output_dir={tmp_path / size}"]) == 0
+    capsys.readouterr()
+    tiny, micro = run_curve(tmp_path / "tiny"), run_curve(tmp_path / "micro")
+    assert tiny["label"] == "tiny" and 90_000 < tiny["params"] < 110_000 and 1.5e6 < micro["params"] < 1.7e6
+    assert [p["step"] for p in tiny["points"]] == [2, 4]
+    point = micro["points"][-1]
+    assert point["flops"] == 6.0 * micro["params"] * point["tokens"] and point["tokens"] > 0
+
+    codec.save_pretrained(tmp_path / "codec")
+    out = tmp_path / "scaling"
+    args = parse(["eval", "train-scaling", str(tmp_path / "tiny"), str(tmp_path / "micro"), "-o", str(out),
+                  "--list", str(meta), "--codec", str(tmp_path / "codec")])  # fmt: skip
+    assert args.handler(args) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [p["size"] for p in printed] == ["tiny", "micro"] and all(p["wer"] is not None for p in printed)
+    assert (out / "train_scaling.png").stat().st_size > 0 and (out / "tiny" / "results.jsonl").is_file()
+    assert "| micro |" in (out / "summary.md").read_text()
+    with pytest.raises(FileNotFoundError, match="train_log.jsonl"):
+        run_curve(shards)

@@ -188,3 +188,9 @@ def test_training_example_of_truncated_row_keeps_its_speech(small):
 def test_training_example_needs_sgs(small):
     with pytest.raises(ValueError, match="SPEECH_GENERATION_START"):
         training_example(small, np.zeros(10, dtype=np.int32))
+
+
+def test_training_example_with_no_room_for_speech_is_named(small):
+    row = memmap_row(small, "Hello.", np.arange(20), max_length=256)
+    with pytest.raises(ValueError, match="max_length 16 leaves no room for speech"):
+        training_example(small, row, max_length=16)

@@ -168,3 +168,23 @@ def test_continue_from_a_compact_checkpoint(shards, tmp_path):
     assert second[0]["loss"] == pytest.approx(full[4]["loss"], rel=1e-5)
     with pytest.raises(ValueError, match="progress.json"):
         train_lm(config(shards, tmp_path / "third", continue_from=str(shards)))
+
+
+def test_cli_overrides_reach_the_recipe(shards, tmp_path, capsys):
+    from llasa.cli import main
+    from llasa.config import apply_overrides
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in config(shards, tmp_path / "unused").items()) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "lm", str(recipe), "--set", f"output_dir={out}", "--set", "max_steps=2", "--set", "lr=3e-4"]) == 0
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["output_dir"] == str(out) and saved["max_steps"] == 2 and saved["lr"] == 3e-4
+    assert [r["step"] for r in log(out)] == [1, 2]
+    assert apply_overrides({"train": {"lr": 1}}, ["train.lr=0.5", "betas=[0.9, 0.95]"]) == {"train": {"lr": 0.5}, "betas": [0.9, 0.95]}
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        apply_overrides({}, ["lr"])
+    with pytest.raises(ValueError, match="train is not a section"):
+        apply_overrides({"train": 3}, ["train.lr=1"])
+    assert main(["train", "lm", str(recipe), "--set", "learning_rate=1"]) == 2
+    assert "unknown LM training option(s): learning_rate" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`llasa eval tts | codec | scaling`: thin verbs over :mod:`llasa.eval`."""
+"""`llasa eval tts | codec | scaling | train-scaling`: thin verbs over :mod:`llasa.eval`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,18 @@ def add_commands(subparsers) -> None:
     scaling.add_argument("--step-tokens", type=int, default=50, help="beam search: tokens between verifier calls (default 50)")
     scaling.add_argument("--verifier", help="verifier(s) of best-of-n and beam (default wer)")
     scaling.set_defaults(handler=run_eval_scaling)
+
+    train = sub.add_parser("train-scaling", help="eval loss and WER against training compute, for runs of several sizes")
+    train.add_argument("runs", nargs="+", help="`llasa train lm` output directories (one per model size)")
+    train.add_argument("-o", "--output", required=True, help="output folder (train_scaling.png/.json, summary.md)")
+    train.add_argument("--list", help="also measure the WER of each run's latest checkpoint on this benchmark list")
+    train.add_argument("--limit", type=int, help="with --list: only the first N items")
+    train.add_argument("--codec", help="with --list: X-codec2 codec (default: the built-in one)")
+    train.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    train.add_argument("--seed", type=int, default=0, help="item i is sampled with seed + i (default 0)")
+    train.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    _metric_arguments(train)
+    train.set_defaults(handler=run_eval_train_scaling, dnsmos=False)
 
 
 def _metrics(args):
@@ -144,4 +156,25 @@ def run_eval_scaling(args: argparse.Namespace) -> int:
                               seed=args.seed)  # fmt: skip
     for point in points:
         _print_summary(point)
+    return 0
+
+
+def run_eval_train_scaling(args: argparse.Namespace) -> int:
+    from llasa.eval.train_scaling import evaluate_train_scaling
+
+    kwargs = {}
+    if args.list:
+        from llasa.codec import Codec
+        from llasa.defaults import codec_or_default
+        from llasa.lm.sampling import SamplingParams
+
+        kwargs = dict(items=_items(args), codec=Codec.from_pretrained(codec_or_default(args.codec), device=args.device),
+                      metrics=_metrics(args), params=SamplingParams(temperature=args.temperature), seed=args.seed)  # fmt: skip
+    elif args.limit is not None:
+        raise ValueError("--limit applies to --list")
+    curves = evaluate_train_scaling(args.runs, args.output, device=args.device, **kwargs)
+    for curve in curves:
+        last = curve["points"][-1]
+        _print_summary({"size": curve["label"], "params": curve["params"], "step": last["step"], "flops": last["flops"],
+                        "eval_loss": last["eval_loss"], "wer": curve.get("wer"), "sim": curve.get("sim")})  # fmt: skip
     return 0

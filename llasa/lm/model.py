@@ -1,7 +1,7 @@
 """The Llasa language model: transformers' ``LlamaForCausalLM``, unchanged (spec/LLASA.md §2.2).
 
 Named presets build random-weight configs of the official shapes (``1b``, ``3b``, ``8b``) or of
-sizes that train on a CPU (``tiny``, ``mini``, ``small``, ``100m``) for any vocabulary; :func:`load` reads
+sizes that train on a CPU (``tiny``, ``micro``, ``mini``, ``small``, ``100m``) for any vocabulary; :func:`load` reads
 official checkpoints (hub id or local directory) or ours, tied or untied output heads alike.
 """
 
@@ -31,6 +31,10 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=CONTEXT_LENGTH,
                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True),
+    # ~1.6M non-embedding parameters: the middle size of the train-time scaling study (configs/scaling.sh)
+    "micro": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=3,
+                  num_key_value_heads=1, max_position_embeddings=CONTEXT_LENGTH,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True),
     # ~12M non-embedding parameters: the built-in default model (fits the 40 MB budget in bf16
     # with its codec, and trains at several thousand tokens/s on a 2-core CPU)
     "mini": dict(hidden_size=384, intermediate_size=960, num_hidden_layers=8, num_attention_heads=6,

@@ -176,11 +176,15 @@ def training_example(
     template = tokenizer.apply_chat_template(chat, tokenize=False, date_string=date_string)
     ids = tokenizer(template, add_special_tokens=False)["input_ids"]
     ids = _replace_first(ids, vocab.tus_id, text_sequence)
-    ids = _replace_first(ids, vocab.sgs_id, speech_sequence)[:max_length]
+    ids = _replace_first(ids, vocab.sgs_id, speech_sequence)
+    start = ids.index(vocab.sgs_id)
+    if start >= max_length - 1:
+        raise ValueError(f"max_length {max_length} leaves no room for speech: the prompt and text of this row "
+                         f"take {start + 1} tokens; raise max_length")  # fmt: skip
+    ids = ids[:max_length]
 
     input_ids = torch.tensor(ids, dtype=torch.long)
     labels = torch.full_like(input_ids, IGNORE_INDEX)
-    start = ids.index(vocab.sgs_id)
     labels[start:] = input_ids[start:]
     labels[input_ids == vocab.pad_id] = IGNORE_INDEX
     attention_mask = (input_ids != vocab.pad_id).long()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 
+def _config(args) -> dict:
+    from llasa.config import apply_overrides, load_config_file
+
+    return apply_overrides(load_config_file(args.config), args.set)
+
+
 def _train_lm(args) -> int:
-    from llasa.config import load_config_file
     from llasa.train.lm import train_lm
 
-    config = load_config_file(args.config)
+    config = _config(args)
     if args.continue_from:
         config["continue_from"] = args.continue_from
     final = train_lm(config, resume=not args.no_resume, max_steps=args.max_steps)
@@ -18,7 +23,7 @@ def _train_lm(args) -> int:
 def _train_codec(args) -> int:
     from llasa.train.codec import train_codec
 
-    final = train_codec(args.config, resume=not args.no_resume, max_steps=args.max_steps)
+    final = train_codec(_config(args), resume=not args.no_resume, max_steps=args.max_steps)
     print(final)
     return 0
 
@@ -29,6 +34,9 @@ def add_commands(subparsers) -> None:
     for name, handler, what in (("lm", _train_lm, "the Llasa LM on code shards"), ("codec", _train_codec, "the X-codec2 codec")):
         p = verbs.add_parser(name, help=f"train {what}")
         p.add_argument("config", help="YAML or JSON recipe (see configs/)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override an option of the recipe, e.g. --set init=preset:tiny --set output_dir=runs/x "
+                            "(dotted keys reach nested sections: train.max_steps=100); repeatable")  # fmt: skip
         p.add_argument("--max-steps", type=int, default=None, help="stop this run after this many total steps (resume later)")
         p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in the output directory")
         if name == "lm":
