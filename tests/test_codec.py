@@ -170,6 +170,25 @@ def test_stream_windows_and_joins_are_exact_for_a_local_decoder():
     assert not np.allclose(_stream(LocalDecoder(), codes, chunk_tokens=10, left_context=2, lookahead=0), full)
 
 
+def test_stream_with_context_decodes_after_it_and_never_emits_it():
+    rng = np.random.RandomState(1)
+    context, codes = rng.randint(0, 256, 30), rng.randint(0, 256, 57)
+    both = LocalDecoder()._decode_tensor(torch.from_numpy(np.concatenate([context, codes]))[None, None])[0]
+    hop = LocalDecoder.hop_length
+    streamed = _stream(LocalDecoder(), [codes[:20], codes[20:]], chunk_tokens=10, left_context=4, lookahead=3, context=context)
+    # the first chunk's left edge hears the context's last codes, exactly as decoding both at once
+    np.testing.assert_allclose(streamed, both[len(context) * hop :], rtol=1e-6)
+    without = _stream(LocalDecoder(), [codes], chunk_tokens=10, left_context=4, lookahead=3)
+    assert without.shape == streamed.shape and not np.allclose(without[:hop], streamed[:hop])
+    # after flush, the next stream starts from the context again
+    from llasa.codec.streaming import StreamingDecoder
+
+    stream = StreamingDecoder(LocalDecoder(), chunk_tokens=10, left_context=4, lookahead=3, context=context)
+    first = np.concatenate(stream.push(codes) + stream.flush())
+    again = np.concatenate(stream.push(codes) + stream.flush())
+    np.testing.assert_array_equal(first, again)
+
+
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
 

@@ -204,15 +204,18 @@ class Codec:
         return values[:, 0].float().cpu().numpy()
 
     def stream_decode(
-        self, codes: Iterable, *, chunk_tokens: int = 25, left_context: int = 150, lookahead: int = 4
+        self, codes: Iterable, *, chunk_tokens: int = 25, left_context: int = 150, lookahead: int = 4, context=None
     ) -> Iterator[np.ndarray]:
         """Codes arriving one by one or in arrays -> float32 audio chunks as soon as possible.
 
-        See `llasa.codec.streaming.StreamingDecoder` for how chunks are cut and joined.
+        See `llasa.codec.streaming.StreamingDecoder` for how chunks are cut and joined, and for
+        ``context`` (codes heard before the stream, e.g. a cloned voice's, never emitted).
         """
         from llasa.codec.streaming import StreamingDecoder
 
-        decoder = StreamingDecoder(self, chunk_tokens=chunk_tokens, left_context=left_context, lookahead=lookahead)
+        decoder = StreamingDecoder(
+            self, chunk_tokens=chunk_tokens, left_context=left_context, lookahead=lookahead, context=context
+        )
         for item in codes:
             yield from decoder.push(item)
         yield from decoder.flush()

@@ -20,7 +20,11 @@ from llasa.codec.codec import Codec, as_codes
 class StreamingDecoder:
     """`push` codes as they arrive, receive finished audio chunks; `flush` at the end."""
 
-    def __init__(self, codec: Codec, *, chunk_tokens: int = 25, left_context: int = 150, lookahead: int = 4):
+    def __init__(
+        self, codec: Codec, *, chunk_tokens: int = 25, left_context: int = 150, lookahead: int = 4, context=None
+    ):
+        """``context``: codes that precede every stream (a cloned voice's codes, as :meth:`Synthesizer.decode`
+        puts them before each chunk), decoded as left context of the first chunks and never emitted."""
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
         if left_context < 0 or lookahead < 0:
@@ -30,9 +34,16 @@ class StreamingDecoder:
         self.left_context = left_context
         self.lookahead = lookahead
         self._fade = np.sin(np.linspace(0, np.pi / 2, codec.hop_length, dtype=np.float32)) ** 2 if lookahead else None
-        self._tokens = np.empty(0, dtype=np.int64)
-        self._first = 0  # position in the whole stream of self._tokens[0]
-        self._emitted = 0  # codes whose audio has been handed out
+        self._context = np.empty(0, dtype=np.int64)
+        if context is not None:
+            context = as_codes(np.atleast_1d(np.asarray(context)), codec.codebook_size, what="context codes")
+            self._context = context[max(0, len(context) - left_context) :]
+        self._reset()
+
+    def _reset(self) -> None:
+        self._tokens = self._context.copy()
+        self._first = 0  # position in the whole stream (context included) of self._tokens[0]
+        self._emitted = len(self._context)  # codes whose audio has been handed out (or never will be)
         self._tail: np.ndarray | None = None  # previous window's audio of the next chunk's first hop
 
     @property
@@ -56,7 +67,7 @@ class StreamingDecoder:
     def flush(self) -> list[np.ndarray]:
         """The audio of every code not yet handed out; the decoder is then ready for a new stream."""
         chunks = [self._emit(self._received)] if self._received > self._emitted else []
-        self._tokens, self._first, self._emitted, self._tail = np.empty(0, dtype=np.int64), 0, 0, None
+        self._reset()
         return chunks
 
     def _emit(self, end: int) -> np.ndarray:

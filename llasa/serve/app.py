@@ -46,7 +46,7 @@ from llasa.codec.streaming import StreamingDecoder
 from llasa.lm.sampling import SamplingParams
 from llasa.serve.scheduler import ChunkEnd, Codes, Done, Failed, Job, QueueFull, Scheduler
 from llasa.serve.voices import VoiceStore
-from llasa.tts import MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, Synthesizer
+from llasa.tts import MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, Synthesizer, Voice
 
 log = logging.getLogger("llasa.serve")
 
@@ -327,7 +327,7 @@ def create_app(
         except QueueFull as exc:
             raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
         if stream:
-            return await _stream(synth, job, fmt)
+            return await _stream(synth, job, fmt, voice)
         codes: list[list[np.ndarray]] = [[] for _ in chunks]
         async for event in _events(job, request):
             if isinstance(event, Codes):
@@ -407,7 +407,7 @@ async def _events(job: Job, request: Request | None) -> AsyncIterator:
             job.cancel()
 
 
-async def _stream(synth: Synthesizer, job: Job, fmt: str) -> StreamingResponse:
+async def _stream(synth: Synthesizer, job: Job, fmt: str, voice: Voice | None) -> StreamingResponse:
     events = _events(job, None)
     # wait for the first codes before answering, so that a request that fails in the queue
     # (timeout, shutdown) still gets its status code instead of an empty 200 stream
@@ -419,7 +419,8 @@ async def _stream(synth: Synthesizer, job: Job, fmt: str) -> StreamingResponse:
     async def body():
         if fmt == "wav":
             yield wav_stream_header(synth.sample_rate)
-        decoder = StreamingDecoder(synth.codec)
+        # the voice's codes lead every chunk, as in Synthesizer.decode: the codec hears the speaker
+        decoder = StreamingDecoder(synth.codec, context=voice.codes if voice is not None else None)
         pending = [first] if first is not None else []
         try:
             while True:
