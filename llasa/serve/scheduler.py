@@ -34,7 +34,7 @@ from transformers import DynamicCache, LlamaForCausalLM
 from transformers.generation.logits_process import LogitsProcessorList
 
 from llasa.lm.model import CONTEXT_LENGTH
-from llasa.lm.sampling import SamplingParams, sample_from
+from llasa.lm.sampling import SamplingParams, sample_from, speech_logits
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
 
 log = logging.getLogger("llasa.serve")
@@ -146,10 +146,7 @@ class Scheduler:
         self.queue_size = queue_size
         self.context_length = context_length
         self.device = model.get_input_embeddings().weight.device
-        weight = model.get_output_embeddings().weight
-        # logits only for the rows that may be sampled (speech codes, then the end token), as SpeechDecoder does
-        self._speech_weight = weight[vocab.speech_offset : vocab.speech_offset + vocab.codebook_size]
-        self._end_weight = weight[vocab.sge_id : vocab.sge_id + 1]
+        self._weight = model.get_output_embeddings().weight
 
         self._waiting: collections.deque[Job] = collections.deque()
         self._continuing: collections.deque[Job] = collections.deque()  # jobs between two of their chunks
@@ -311,7 +308,7 @@ class Scheduler:
 
     def _step(self) -> None:
         hidden = self._hidden
-        logits = torch.cat([F.linear(hidden, self._speech_weight), F.linear(hidden, self._end_weight)], dim=-1).float()
+        logits = speech_logits(hidden, self._weight, self.vocab)
         end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
         tokens, finished = [], []
         for b, row in enumerate(self._rows):
