@@ -188,3 +188,27 @@ def test_cli_overrides_reach_the_recipe(shards, tmp_path, capsys):
         apply_overrides({"train": 3}, ["train.lr=1"])
     assert main(["train", "lm", str(recipe), "--set", "learning_rate=1"]) == 2
     assert "unknown LM training option(s): learning_rate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_text_gain_rises_once_the_model_reads(tmp_path, informative):
+    """eval_text_gain: held-out loss with another row's text minus the true loss. When each word
+    has its own codes, the model comes to read the text and the gain rises well above 0; when
+    every word sounds the same, the text carries nothing and the gain stays at 0."""
+    tokenizer = build_tokenizer(None, CODEBOOK)
+    tokenizer.save_pretrained(tmp_path / "shards" / "tokenizer")
+    rng = np.random.default_rng(0)
+    words = ["red", "green", "blue", "cat"]
+    same = rng.integers(0, CODEBOOK, size=12)
+    pattern = {w: rng.integers(0, CODEBOOK, size=12) if informative else same for w in words}
+    chosen = [str(w) for w in rng.choice(words, size=64)]
+    rows = [memmap_row(tokenizer, w, pattern[w], max_length=256) for w in chosen]
+    np.stack(rows).astype(np.int32).tofile(tmp_path / "shards" / "shard-00000-of-00001.memmap")
+    np.save(tmp_path / "shards" / "shard-00000-of-00001_shape.npy", np.array([len(rows), 256]))
+    train_lm(config(tmp_path / "shards", tmp_path / "run", batch_size=8, max_steps=60, lr=1e-2, log_every=10,
+                    eval_every=10, save_every=60, eval_rows=16, attention="causal"))  # fmt: skip
+    gains = [r["eval_text_gain"] for r in log(tmp_path / "run")]
+    if informative:
+        assert gains[0] < 0.05 and gains[-1] > 0.3
+    else:
+        assert max(abs(g) for g in gains) < 0.02

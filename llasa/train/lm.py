@@ -25,6 +25,7 @@ from llasa.config import load_config_file
 from llasa.data.tokenize import CodeShardDataset
 from llasa.lm.frontend import CONFIG_KEY
 from llasa.lm.prompt import training_example
+from llasa.lm.vocab import SpeechVocab
 
 STATE_DIR = "train_state"
 PROGRESS_FILE = "progress.json"  # step and tokens of the run that wrote a checkpoint
@@ -74,6 +75,10 @@ class LMTrainConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 200
+    # also log eval_text_gain: the held-out loss with each row's text swapped for another row's,
+    # minus the true loss (nats per speech token). Near 0 the model ignores the text (it speaks
+    # in the voice, but not the words); it rises when text-to-speech alignment emerges
+    eval_text_gain: bool = True
     save_every: int = 200
     keep_checkpoints: int = 2
 
@@ -248,6 +253,30 @@ class _Examples:
         return training_example(self.tokenizer, row, max_length=self.max_length, pad=False)
 
 
+class _SwappedText(_Examples):
+    """Each row's speech after another row's text (the row half the set away, or the next one
+    whose text differs): the loss a model gets without reading the text it was given."""
+
+    def __init__(self, examples: _Examples):
+        super().__init__(examples.dataset, examples.tokenizer, examples.max_length, examples.indices)
+        self._sgs = SpeechVocab.from_tokenizer(self.tokenizer).sgs_id
+
+    def _split(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        row = np.asarray(self.dataset[int(self.indices[i])])
+        start = int(np.flatnonzero(row == self._sgs)[0])
+        return row[:start], row[start:]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        n = len(self)
+        text, speech = self._split(i)
+        for k in range(n - 1):
+            other, _ = self._split((i + n // 2 + k) % n)
+            if not np.array_equal(other, text):
+                text = other
+                break
+        return training_example(self.tokenizer, np.concatenate([text, speech]), max_length=self.max_length, pad=False)
+
+
 def _split(cfg: LMTrainConfig, tokenizer) -> tuple[_Examples, _Examples]:
     data = CodeShardDataset(cfg.data)
     n = len(data)
@@ -385,6 +414,8 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             tokens_seen, t0 = 0, time.perf_counter()
         if step % cfg.eval_every == 0 or step == stop:
             record["eval_loss"] = evaluate(model, eval_set, cfg, accelerator)
+            if cfg.eval_text_gain:
+                record["eval_text_gain"] = evaluate(model, _SwappedText(eval_set), cfg, accelerator) - record["eval_loss"]
         if record and accelerator.is_main_process:
             record = {"step": step, **record}
             with open(out / LOG_FILE, "a") as fh:
@@ -475,7 +506,14 @@ def plot_log(log_path: str | Path, png_path: str | Path) -> Path:
             axis.plot(*zip(*points), label=key, marker="o" if key == "eval_loss" else None)
     axis.set(xlabel="tokens trained on (millions)", ylabel="cross-entropy (nats / speech token)", title="LM training")
     axis.grid(alpha=0.3)
-    axis.legend()
+    gain = [(r["tokens"] / 1e6, r["eval_text_gain"]) for r in records if "eval_text_gain" in r and "tokens" in r]
+    if gain:  # on its own axis: a few hundredths until the model starts reading, then tenths
+        right = axis.twinx()
+        right.plot(*zip(*gain), color="tab:green", marker="s", label="eval_text_gain")
+        right.set_ylabel("text gain (nats / speech token)", color="tab:green")
+        fig.legend(loc="upper right", bbox_to_anchor=(0.85, 0.9))
+    else:
+        axis.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
