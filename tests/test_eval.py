@@ -282,6 +282,7 @@ def test_train_scaling_curves_wer_and_plot(tmp_path, meta, codec, capsys):
     assert [p["step"] for p in tiny["points"]] == [2, 4]
     point = micro["points"][-1]
     assert point["flops"] == 6.0 * micro["params"] * point["tokens"] and point["tokens"] > 0
+    assert point["eval_text_gain"] is not None
 
     codec.save_pretrained(tmp_path / "codec")
     out = tmp_path / "scaling"

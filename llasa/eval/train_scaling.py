@@ -68,7 +68,7 @@ def run_curve(run_dir: str | Path, label: str | None = None) -> dict:
         tokens = record.get("tokens", tokens)  # eval steps are logging steps too; else the last count
         if record.get("eval_loss") is not None:
             points.append({"step": record["step"], "tokens": tokens, "flops": 6.0 * params * tokens,
-                           "eval_loss": record["eval_loss"]})  # fmt: skip
+                           "eval_loss": record["eval_loss"], "eval_text_gain": record.get("eval_text_gain")})  # fmt: skip
     if not points:
         raise ValueError(f"{log_path}: no eval_loss records yet (the run logs one every eval_every steps)")
     step = json.loads((checkpoint / "progress.json").read_text())["step"] if (checkpoint / "progress.json").is_file() else None
@@ -84,31 +84,32 @@ def checkpoint_flops(curve: dict) -> float:
 
 
 def plot_train_scaling(curves: Sequence[dict], path: str | Path) -> Path:
-    """Eval loss against training FLOPs (a line per size); WER against FLOPs beside it when measured."""
+    """Against training FLOPs, a line per size: eval loss, text gain (when logged; see
+    ``LMTrainConfig.eval_text_gain``) and the WER of each latest checkpoint (when measured)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
 
-    with_wer = [c for c in curves if c.get("wer") is not None]
-    fig, axes = plt.subplots(1, 2 if with_wer else 1, figsize=(9.5 if with_wer else 5, 3.8), squeeze=False)
-    ax = axes[0][0]
-    for curve in sorted(curves, key=lambda c: c["params"]):
-        xs = [p["flops"] for p in curve["points"]]
-        ax.plot(xs, [p["eval_loss"] for p in curve["points"]], marker="o", markersize=3,
-                label=f"{curve['label']} ({curve['params'] / 1e6:.2g}M)")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("training compute (FLOPs, 6ND)")
-    ax.set_ylabel("eval loss (speech tokens)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if with_wer:
-        ax = axes[0][1]
-        for curve in sorted(with_wer, key=lambda c: c["params"]):
-            ax.scatter([checkpoint_flops(curve)], [curve["wer"]], label=curve["label"])
+    curves = sorted(curves, key=lambda c: c["params"])
+    panels = [("eval_loss", "eval loss (nats / speech token)")]
+    if any(p.get("eval_text_gain") is not None for c in curves for p in c["points"]):
+        panels.append(("eval_text_gain", "text gain (nats / speech token)"))
+    if any(c.get("wer") is not None for c in curves):
+        panels.append(("wer", "WER (%)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        for curve in curves:
+            label = f"{curve['label']} ({curve['params'] / 1e6:.2g}M)"
+            if key == "wer":
+                if curve.get("wer") is not None:
+                    ax.scatter([checkpoint_flops(curve)], [curve["wer"]], label=label)
+                continue
+            points = [p for p in curve["points"] if p.get(key) is not None]
+            ax.plot([p["flops"] for p in points], [p[key] for p in points], marker="o", markersize=3, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("training compute (FLOPs, 6ND)")
-        ax.set_ylabel("WER (%)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -155,6 +156,7 @@ def evaluate_train_scaling(
     plot_train_scaling(curves, out / "train_scaling.png")
     rows = [{"size": c["label"], "params (non-emb.)": c["params"], "steps": c["points"][-1]["step"],
              "FLOPs": f"{c['points'][-1]['flops']:.3g}", "final eval loss": round(c["points"][-1]["eval_loss"], 4),
+             "text gain": None if c["points"][-1]["eval_text_gain"] is None else round(c["points"][-1]["eval_text_gain"], 3),
              "WER": None if c.get("wer") is None else round(c["wer"], 1)} for c in curves]  # fmt: skip
     (out / "summary.md").write_text("# Train-time scaling\n\n" + markdown_table(rows, list(rows[0])) + "\n")
     return curves
