@@ -14,6 +14,7 @@ import soundfile as sf
 from llasa.data.manifest import ManifestError
 from llasa.eval import Metrics, ResultLog, evaluate_codec, evaluate_scaling, evaluate_tts, pesq, read_eval_list, stoi
 from llasa.eval.cli import add_commands
+from llasa.eval.lists import EvalItem
 from llasa.lm.model import save
 from llasa.tts import Synthesizer
 
@@ -210,6 +211,22 @@ def test_codec_eval_of_an_untrained_codec(tmp_path, codec, metrics):
     assert summary["wer_increase"] == pytest.approx(summary["wer"] - summary["wer_original"])
     assert summary["stoi"] < 0.3 and summary["pesq_wb"] < 1.5 and summary["pesq_nb"] < 1.5 and summary["sim"] < 0.9
     assert set(summary) >= {"wer_corpus", "wer_corpus_original", "dnsmos"}
+
+
+@needs_librivox
+def test_tts_eval_transcribes_the_ground_truth_too(tmp_path, synth, metrics):
+    """Items with a reference recording get its WER beside the synthesis's; items without it do not."""
+    text = transcripts()
+    items = [EvalItem(id=c, text=text[c], reference_wav=str(LIBRIVOX / f"{c}.wav")) for c in CLIPS]
+    items.append(EvalItem(id="no-ref", text="Good morning."))
+    summary = evaluate_tts(synth, items, tmp_path, metrics=metrics, progress=False)
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+    assert all(records[c]["wer_original"] < 0.5 and records[c]["hyp_original"] for c in CLIPS)
+    assert "wer_original" not in records["no-ref"]
+    # an untrained model says none of the words; the real recordings say most of them
+    assert summary["wer_original"] == pytest.approx(100 * np.mean([records[c]["wer_original"] for c in CLIPS]))
+    assert summary["wer_increase"] == pytest.approx(100 * np.mean([records[c]["wer"] for c in CLIPS]) - summary["wer_original"])
+    assert summary["wer_increase"] > 40
 
 
 # ------------------------------------------------------------------------------- CLI

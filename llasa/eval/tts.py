@@ -3,7 +3,9 @@
 For each item: clone the prompt voice (if any), speak the text (plainly or with a search
 strategy), write ``wavs/<id>.wav``, and measure WER/CER against the text, speaker similarity to
 the original prompt clip (sim-o), optionally DNSMOS, and the real-time factor (synthesis
-seconds / audio seconds; voice encoding excluded, it is done once per voice). Records go to
+seconds / audio seconds; voice encoding excluded, it is done once per voice). Where an item names
+its ground-truth recording (``reference_wav``), that is transcribed too, so "WER within X points
+of the original audio" reads off the summary (``wer_original``, ``wer_increase``). Records go to
 ``results.jsonl`` as they are made, so a run resumes where it stopped. WER is averaged per
 utterance as in seed-tts-eval; the pooled (corpus) rate is reported too.
 """
@@ -79,6 +81,10 @@ def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, search
     record.update(wav=str(path.relative_to(outdir)), seconds=round(seconds, 3), synth_seconds=round(synth_seconds, 3),
                   rtf=round(synth_seconds / seconds, 4) if seconds else None)  # fmt: skip
     record.update(metrics.intelligibility(wav, item.text))
+    if item.reference_wav is not None:
+        original = metrics.intelligibility(audio_io.load(item.reference_wav, synth.sample_rate), item.text)
+        record.update({f"{metrics.metric}_original": original[metrics.metric], "errors_original": original["errors"],
+                       "hyp_original": original["hyp"]})  # fmt: skip
     if prompt is not None:
         record["sim"] = metrics.similarity(wav, prompt)
     if metrics.dnsmos:
@@ -100,6 +106,11 @@ def summarize_tts(records: list[dict], metric: str = "wer") -> dict:
         "rtf": mean(ok, "rtf"),
         "audio_seconds": sum(r["seconds"] for r in ok),
     }
+    originals = [r for r in ok if f"{metric}_original" in r]
+    if originals:  # the ground truth of the same items (a list with reference recordings)
+        summary[f"{metric}_original"] = 100 * mean(originals, f"{metric}_original")
+        summary[f"{metric}_corpus_original"] = 100 * pooled_rate(originals, "errors_original")
+        summary[f"{metric}_increase"] = 100 * mean(originals, metric) - summary[f"{metric}_original"]
     tokens = [r["search"]["tokens"] for r in ok if "search" in r]
     if tokens:
         summary["tokens_per_item"] = sum(tokens) / len(tokens)
