@@ -212,3 +212,31 @@ def test_text_gain_rises_once_the_model_reads(tmp_path, informative):
         assert gains[0] < 0.05 and gains[-1] > 0.3
     else:
         assert max(abs(g) for g in gains) < 0.02
+
+
+def test_several_shard_folders_train_as_one(shards, tmp_path, capsys):
+    """`data: [a, b]` reads the rows of both folders; folders tokenized differently are refused by
+    name; a run resumed with more data says that its batch order changed."""
+    from llasa.data.tokenize import CodeShardDataset
+
+    made = {"codebook_size": CODEBOOK, "vocab_size": 333, "frontend": "text", "tokenizer": "byte-level"}
+    folders = {}
+    for name, frontend in (("a", "text"), ("b", "text"), ("phonemes", "espeak:en-us")):
+        folders[name] = tmp_path / name
+        shutil.copytree(shards, folders[name])
+        (folders[name] / "tokenize_config.json").write_text(json.dumps({**made, "frontend": frontend}))
+    a, b = str(folders["a"]), str(folders["b"])
+    assert len(CodeShardDataset([a, b])) == 2 * len(CodeShardDataset(a))
+
+    train_lm(config(shards, tmp_path / "run", data=a), max_steps=4)
+    progress = json.loads((tmp_path / "run" / "checkpoint-4" / "progress.json").read_text())
+    capsys.readouterr()
+    final = train_lm(config(shards, tmp_path / "run", data=[a, b]))
+    out = capsys.readouterr().out
+    assert f"the training data changed since step 4 ({progress['rows']} rows, now " in out
+    assert json.loads((final / "progress.json").read_text())["rows"] > progress["rows"]
+
+    with pytest.raises(ValueError, match=r"tokenized differently[\s\S]*frontend: 'text' in .*a but 'espeak:en-us' in .*phonemes"):
+        train_lm(config(shards, tmp_path / "mixed", data=[a, str(folders["phonemes"])]))
+    with pytest.raises(FileNotFoundError, match="nowhere: no such shard folder"):
+        CodeShardDataset([a, str(tmp_path / "nowhere")])

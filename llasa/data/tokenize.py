@@ -18,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -258,32 +258,40 @@ def tokenize_manifest(
 
 
 class CodeShardDataset(torch.utils.data.Dataset):
-    """All committed rows of every shard in a folder, as int32 tensors of `max_length`.
+    """All committed rows of every shard in a folder (or in several folders, one after the
+    other), as int32 tensors of `max_length`.
 
     Reads any `X.memmap` with its `X_shape.npy`, so the official `train_input_ids.memmap`
     files load too. `metadata(i)` gives a row's index entry where one was written.
     """
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        if not self.directory.is_dir():
-            raise FileNotFoundError(f"{self.directory}: no such shard folder")
+    def __init__(self, directory: str | Path | Sequence[str | Path]):
+        directories = [Path(directory)] if isinstance(directory, (str, Path)) else [Path(d) for d in directory]
+        if not directories:
+            raise ValueError("no shard folder given")
+        self.directory = directories[0]
         self.shards: list[tuple[Path, np.memmap | None, int]] = []
-        widths = set()
-        for rows_path in sorted(self.directory.glob("*.memmap")):
-            shape_path = rows_path.with_name(rows_path.stem + "_shape.npy")
-            if not shape_path.is_file():
-                raise ValueError(f"{rows_path}: no {shape_path.name} beside it")
-            rows, width = (int(x) for x in np.load(shape_path))
-            widths.add(width)
-            if rows:
-                # the file may hold uncommitted rows past `rows` while a run is going on
-                self.shards.append((rows_path, np.memmap(rows_path, dtype=np.int32, mode="r", shape=(rows, width)), rows))
-        if not self.shards:
-            raise ValueError(f"{self.directory}: no rows (no *.memmap shards with a *_shape.npy, or all empty)")
+        widths: dict[int, Path] = {}
+        for folder in directories:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: no such shard folder")
+            found = 0
+            for rows_path in sorted(folder.glob("*.memmap")):
+                shape_path = rows_path.with_name(rows_path.stem + "_shape.npy")
+                if not shape_path.is_file():
+                    raise ValueError(f"{rows_path}: no {shape_path.name} beside it")
+                rows, width = (int(x) for x in np.load(shape_path))
+                widths.setdefault(width, folder)
+                if rows:
+                    # the file may hold uncommitted rows past `rows` while a run is going on
+                    self.shards.append((rows_path, np.memmap(rows_path, dtype=np.int32, mode="r", shape=(rows, width)), rows))
+                    found += rows
+            if not found:
+                raise ValueError(f"{folder}: no rows (no *.memmap shards with a *_shape.npy, or all empty)")
         if len(widths) > 1:
-            raise ValueError(f"{self.directory}: shards have different row lengths {sorted(widths)}")
-        self.max_length = widths.pop()
+            where = ", ".join(f"{w} in {folder}" for w, folder in sorted(widths.items()))
+            raise ValueError(f"shards have different row lengths ({where}): tokenize them with the same --max-length")
+        self.max_length = next(iter(widths))
         self.offsets = np.cumsum([0] + [rows for *_, rows in self.shards])
         self._index: dict[Path, list[dict]] = {}
 

@@ -42,7 +42,9 @@ class LoraSettings:
 
 @dataclass
 class LMTrainConfig:
-    data: str  # a `llasa data tokenize` output directory
+    # a `llasa data tokenize` output directory, or a list of them (made with the same codec,
+    # tokenizer and front-end: checked), read as one dataset
+    data: str | list[str]
     output_dir: str
     # "preset:NAME" (random init, llasa.lm presets), a text-LLM directory (vocabulary extended
     # as the official recipe does), or a Llasa checkpoint directory (fine-tuning)
@@ -179,14 +181,36 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor], *, official_mask: bool
     return loss, int((targets != -100).sum())
 
 
+def data_dirs(cfg: LMTrainConfig) -> list[Path]:
+    return [Path(cfg.data)] if isinstance(cfg.data, (str, Path)) else [Path(d) for d in cfg.data]
+
+
+# what must agree between shard folders trained on together: the same token means the same thing
+_SAME_TOKENS = ("codebook_size", "vocab_size", "speech_offset", "tokenizer", "frontend", "sample_rate", "hop_length")
+
+
+def check_data_dirs(dirs: list[Path]) -> None:
+    """Several shard folders must have been made with the same codec codebook, tokenizer and
+    front-end (their ``tokenize_config.json`` agree), or their rows mean different things."""
+    made = {d: json.loads((d / "tokenize_config.json").read_text()) for d in dirs if (d / "tokenize_config.json").is_file()}
+    if len(made) < 2:
+        return
+    (first, ref), *rest = made.items()
+    for folder, other in rest:
+        differ = [f"{k}: {ref.get(k)!r} in {first} but {other.get(k)!r} in {folder}" for k in _SAME_TOKENS if ref.get(k) != other.get(k)]
+        if differ:
+            raise ValueError("shard folders were tokenized differently, so their tokens mean different things: " + "; ".join(differ))
+
+
 def _resolve_tokenizer(cfg: LMTrainConfig):
     from transformers import AutoTokenizer
 
     path = cfg.tokenizer
     if path is None:
-        recorded = Path(cfg.data) / "tokenizer"
+        first = data_dirs(cfg)[0]
+        recorded = first / "tokenizer"
         if not recorded.is_dir():
-            raise ValueError(f"no tokenizer given and none recorded in {cfg.data} (expected {recorded})")
+            raise ValueError(f"no tokenizer given and none recorded in {first} (expected {recorded})")
         path = str(recorded)
     return AutoTokenizer.from_pretrained(path)
 
@@ -214,7 +238,7 @@ def build_model(cfg: LMTrainConfig, tokenizer):
             )
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|SPEECH_GENERATION_END|>")
     # the model reads what the rows hold: raw text or the front-end's phonemes (see llasa.lm.frontend)
-    made_with = Path(cfg.data) / "tokenize_config.json"
+    made_with = data_dirs(cfg)[0] / "tokenize_config.json"
     if made_with.is_file():
         setattr(model.config, CONFIG_KEY, json.loads(made_with.read_text()).get("frontend", "text"))
     if cfg.gradient_checkpointing:
@@ -278,7 +302,7 @@ class _SwappedText(_Examples):
 
 
 def _split(cfg: LMTrainConfig, tokenizer) -> tuple[_Examples, _Examples]:
-    data = CodeShardDataset(cfg.data)
+    data = CodeShardDataset(data_dirs(cfg))
     n = len(data)
     if cfg.eval_data:
         eval_set = CodeShardDataset(cfg.eval_data)
@@ -322,6 +346,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available()
     )
     set_seed(cfg.seed)
+    check_data_dirs(data_dirs(cfg))
     tokenizer = _resolve_tokenizer(cfg)
     if cfg.continue_from and not (resume and _latest_checkpoint(out)):
         if not (Path(cfg.continue_from) / PROGRESS_FILE).is_file():
@@ -346,16 +371,20 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         )
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    step, total_tokens = 0, 0
+    step, total_tokens, progress = 0, 0, {}
     if resume and (ckpt := _latest_checkpoint(out)) is not None:
         accelerator.load_state(str(ckpt / STATE_DIR))
-        trainer_state = json.loads((ckpt / STATE_DIR / "trainer.json").read_text())
-        step, total_tokens = trainer_state["step"], trainer_state.get("tokens", 0)
+        progress = json.loads((ckpt / STATE_DIR / "trainer.json").read_text())
+        step, total_tokens = progress["step"], progress.get("tokens", 0)
         accelerator.print(f"resuming from {ckpt} at step {step}")
     elif cfg.continue_from:
         progress = json.loads((Path(cfg.continue_from) / PROGRESS_FILE).read_text())
         step, total_tokens = progress["step"], progress["tokens"]
         accelerator.print(f"continuing {cfg.continue_from} at step {step} (fresh optimiser moments)")
+    if progress.get("rows") not in (None, len(train_set)):
+        # the order is a function of the row count: with more (or fewer) rows it is a new one
+        accelerator.print(f"the training data changed since step {step} ({progress['rows']} rows, now {len(train_set)}): "
+                          "batches from here follow a new order over all of it")  # fmt: skip
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -421,7 +450,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             with open(out / LOG_FILE, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if step % cfg.save_every == 0 or step == stop:
-            save_checkpoint(accelerator, model, tokenizer, out, step, cfg, tokens=total_tokens)
+            save_checkpoint(accelerator, model, tokenizer, out, step, cfg, tokens=total_tokens, rows=len(train_set))
     bar.close()
     final = out / f"checkpoint-{step}"
     if accelerator.is_main_process and step >= cfg.max_steps:
@@ -452,7 +481,8 @@ def evaluate(model, eval_set: _Examples, cfg: LMTrainConfig, accelerator) -> flo
     return float(sums[0] / sums[1].clamp(min=1))
 
 
-def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LMTrainConfig, *, tokens: int = 0) -> Path:
+def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LMTrainConfig, *, tokens: int = 0,
+                    rows: int | None = None) -> Path:  # fmt: skip
     """HF layout (loadable by `llasa tts --model`) + the training state for resume; old ones pruned."""
     ckpt = out / f"checkpoint-{step}"
     accelerator.wait_for_everyone()
@@ -476,7 +506,7 @@ def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LM
         else:
             unwrapped.save_pretrained(ckpt, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(ckpt)
-        progress = json.dumps({"step": step, "tokens": tokens})
+        progress = json.dumps({"step": step, "tokens": tokens, "rows": rows})
         (ckpt / STATE_DIR / "trainer.json").write_text(progress)
         (ckpt / PROGRESS_FILE).write_text(progress)
         try:
