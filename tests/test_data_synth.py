@@ -109,3 +109,16 @@ def test_cli_synth(tmp_path, capsys):
     assert summary["utterances"] == len(load_corpus(tmp_path / "manifest.jsonl")) == 4  # 3 + held-out on test
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "synth", str(tmp_path), "--sentences", "3", "--hours", "1"])
+
+
+def test_a_second_corpus_says_none_of_the_first_ones_sentences(tmp_path):
+    voices = [synth.VOICES[n] for n in FLITE]
+    first = synth.plan_corpus(60, voices, ["flite_kal16"], seed=0)
+    texts = {it["text"] for it in first}
+    second = synth.plan_corpus(60, voices, ["flite_kal16"], seed=0, exclude=texts)
+    assert not texts & {it["text"] for it in second}
+    assert len({it["text"] for it in second}) == 60
+    # excluding nothing changes nothing: an existing corpus stays reproducible
+    assert synth.plan_corpus(60, voices, ["flite_kal16"], seed=0, exclude=()) == first
+    with pytest.raises(ValueError, match="corpus to exclude not found: .*nowhere"):
+        synth.synthesize_corpus(tmp_path / "c", sentences=3, voices=FLITE, exclude=[tmp_path / "nowhere"])

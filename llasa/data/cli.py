@@ -27,7 +27,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     summary = synthesize_corpus(
         args.out, sentences=args.sentences, hours=args.hours, voices=args.voices, held_out=args.held_out,
-        seed=args.seed, per_sentence=args.per_sentence, workers=args.workers,
+        seed=args.seed, per_sentence=args.per_sentence, workers=args.workers, exclude=args.exclude or (),
     )
     print(json.dumps(summary))
     return 0 if summary["failed"] == 0 else 1
@@ -101,6 +101,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--per-sentence", type=int, default=3, help="seen voices speaking each sentence (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="processes (default: one per CPU core)")
+    p.add_argument("--exclude", nargs="+", metavar="CORPUS",
+                   help="other corpora (folders or manifests) whose sentences this one must not say: "
+                        "more data for a model trained on them, with no held-out sentence leaking into training")
     p.set_defaults(handler=_synth)
 
     p = verbs.add_parser("tokenize", help="encode a manifest into code shards (official memmap rows)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
+from typing import Collection
 
 from num2words import num2words
 
@@ -137,19 +138,21 @@ def _template(rng: random.Random) -> tuple[str, str]:
     return written, spoken or written
 
 
-def draw_sentences(n: int, seed: int, template_share: float = 0.3) -> list[dict]:
+def draw_sentences(n: int, seed: int, template_share: float = 0.3, exclude: Collection[str] = ()) -> list[dict]:
     """`n` distinct sentences (`text`, `normalized`, `source`), reproducible from `seed`.
 
     About `template_share` of them come from the templates, the rest from the prose pool;
-    when the prose runs out, templates fill the remainder.
+    when the prose runs out, templates fill the remainder. Sentences in `exclude` (the texts of
+    another corpus, say) are never drawn.
     """
     if n < 1:
         raise ValueError(f"need at least one sentence, got {n}")
     rng = random.Random(seed)
-    pool = prose_pool()
+    exclude = set(exclude)
+    pool = [entry for entry in prose_pool() if entry[0] not in exclude]
     n_prose = min(len(pool), round(n * (1.0 - template_share)))
     picked = [{"text": s, "normalized": s, "source": src} for s, src in rng.sample(pool, n_prose)]
-    seen = {p["text"] for p in picked}
+    seen = {p["text"] for p in picked} | exclude
     attempts = 0
     while len(picked) < n:
         written, spoken = _template(rng)

@@ -18,12 +18,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Collection, Sequence
 
 import soundfile as sf
 from tqdm import tqdm
 
 from llasa import audio
-from llasa.data.manifest import write_jsonl
+from llasa.data.manifest import load_corpus, write_jsonl
 from llasa.data.sentences import draw_sentences
 
 PERMISSIVE = "commercial use allowed"
@@ -153,13 +154,15 @@ def _render(job: dict) -> dict:
 
 
 def plan_corpus(n_sentences: int, voices: list[Voice], held_out: list[str], *, seed: int = 0,
-                per_sentence: int = 3, val_share: float = 0.05, test_share: float = 0.05) -> list[dict]:
+                per_sentence: int = 3, val_share: float = 0.05, test_share: float = 0.05,
+                exclude: Collection[str] = ()) -> list[dict]:  # fmt: skip
     """Every utterance of the corpus (nothing rendered yet), in a fixed order.
 
     Sentences are split train/val/test; each is spoken by `per_sentence` of the seen voices,
     balanced across them. Held-out voices speak only the test sentences (unseen speakers).
+    No sentence in `exclude` is drawn.
     """
-    sentences = draw_sentences(n_sentences, seed)
+    sentences = draw_sentences(n_sentences, seed, exclude=exclude)
     seen = [v for v in voices if v.name not in held_out]
     unseen = [v for v in voices if v.name in held_out]
     if not seen:
@@ -191,6 +194,18 @@ def plan_corpus(n_sentences: int, voices: list[Voice], held_out: list[str], *, s
     return items
 
 
+def _corpus_texts(corpora: Sequence[str | Path]) -> set[str]:
+    """Every sentence (written form) of the given corpora."""
+    texts: set[str] = set()
+    for source in corpora:
+        path = Path(source)
+        manifest = path / "manifest.jsonl" if path.is_dir() else path
+        if not manifest.is_file():
+            raise ValueError(f"corpus to exclude not found: {source} (a corpus folder with manifest.jsonl, or a manifest)")
+        texts.update(item["text"] for item in load_corpus(manifest))
+    return texts
+
+
 def sentences_for_hours(hours: float, per_sentence: int) -> int:
     """How many sentences make about `hours` of audio."""
     per_utterance = SECONDS_PER_UTTERANCE + WORDS_PER_SENTENCE * SECONDS_PER_WORD
@@ -199,9 +214,13 @@ def sentences_for_hours(hours: float, per_sentence: int) -> int:
 
 def synthesize_corpus(out_dir: str | Path, *, sentences: int | None = None, hours: float | None = None,
                       voices: list[str] | None = None, held_out: list[str] | None = None, seed: int = 0,
-                      per_sentence: int = 3, workers: int | None = None) -> dict:
+                      per_sentence: int = 3, workers: int | None = None, exclude: Sequence[str | Path] = ()) -> dict:
     """Render the corpus into `out_dir` (wavs/<speaker>/<id>.wav, manifest.jsonl, per-split
-    manifests, speakers.json); resumes a stopped run. Returns a summary with the hours made."""
+    manifests, speakers.json); resumes a stopped run. Returns a summary with the hours made.
+
+    `exclude`: other corpora (folders with a manifest.jsonl, or manifests) none of whose
+    sentences this one may say, in any split: a second corpus that adds only new text to a
+    first, and whose held-out sentences were never heard in the first one's training."""
     if (sentences is None) == (hours is None):
         raise ValueError("give exactly one of sentences=N or hours=H")
     chosen = _resolve_voices(voices)
@@ -215,8 +234,11 @@ def synthesize_corpus(out_dir: str | Path, *, sentences: int | None = None, hour
             raise ValueError(f"hours must be positive, got {hours}")
         sentences = sentences_for_hours(hours, min(per_sentence, len(chosen) - len(held_out)))
     out_dir = Path(out_dir)
+    excluded = _corpus_texts(exclude)
     config = {"sentences": sentences, "voices": [v.name for v in chosen], "held_out": list(held_out),
               "seed": seed, "per_sentence": per_sentence}
+    if exclude:
+        config["exclude"] = {"corpora": [str(p) for p in exclude], "sentences": len(excluded)}
     config_path = out_dir / "synth_config.json"
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
@@ -226,7 +248,7 @@ def synthesize_corpus(out_dir: str | Path, *, sentences: int | None = None, hour
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
-    items = plan_corpus(sentences, chosen, held_out, seed=seed, per_sentence=per_sentence)
+    items = plan_corpus(sentences, chosen, held_out, seed=seed, per_sentence=per_sentence, exclude=excluded)
     for voice in chosen:
         (out_dir / "wavs" / voice.name).mkdir(parents=True, exist_ok=True)
     jobs = [{"id": it["id"], "path": str(out_dir / it["audio"]), "speaker": it["speaker"],
