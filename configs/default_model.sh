@@ -17,6 +17,10 @@ llasa data tokenize runs/corpus/train.jsonl runs/shards --codec "$CODEC" \
     --text-field normalized --frontend "$FRONTEND" --max-length 1024
 llasa data tokenize runs/corpus/val.jsonl runs/shards_val --codec "$CODEC" \
     --tokenizer runs/shards/tokenizer --text-field normalized --frontend "$FRONTEND" --max-length 1024
+# 8 h more, saying none of the first corpus's sentences (the LM had begun to memorise 2,200 of them)
+llasa data synth runs/corpus_more --hours 8 --seed 1 --exclude runs/corpus
+llasa data tokenize runs/corpus_more/train.jsonl runs/shards_more --codec "$CODEC" \
+    --tokenizer runs/shards/tokenizer --text-field normalized --frontend "$FRONTEND" --max-length 1024
 # carry on the run whose weights ship (a new machine has no runs/ checkpoint to resume)
 CONTINUE=()
 if [ -f llasa/assets/default/lm/progress.json ]; then CONTINUE=(--continue-from llasa/assets/default/lm); fi

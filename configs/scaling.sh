@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train-time scaling in miniature (the paper's Fig. 3): the default model's recipe,
-# configs/lm_default.yaml, unchanged but for the size, at tiny (0.1M), micro (1.6M) and mini (12M,
-# the default model's own run, runs/lm_default from configs/default_model.sh). Every run follows
+# configs/lm_default.yaml, unchanged but for the size (and the first corpus only), at tiny (0.1M),
+# micro (1.6M) and mini (12M, the default model's own run, runs/lm_default from
+# configs/default_model.sh, whose first 3,500 steps saw the first corpus only). Every run follows
 # the same 30k-step schedule and stops at STEPS; eval loss is logged every 250 steps. On a 2-core CPU
 # beside the main run (THREADS=1), 1,000 steps take ~45 min (tiny) and ~80 min (micro): attention
 # over ~700-token rows, not width, sets the cost of these small models.
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 STEPS=${STEPS:-1000}
 export OMP_NUM_THREADS=${THREADS:-2}
 for size in tiny micro; do
-    llasa train lm configs/lm_default.yaml --set init=preset:$size --set output_dir=runs/scale_$size \
+    llasa train lm configs/lm_default.yaml --set init=preset:$size --set data=runs/shards --set output_dir=runs/scale_$size \
         --set save_every=250 --set eval_every=250 --max-steps "$STEPS"
 done
 # eval loss against compute for all three; WER of each run's latest checkpoint on held-out sentences

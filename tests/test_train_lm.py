@@ -219,12 +219,15 @@ def test_several_shard_folders_train_as_one(shards, tmp_path, capsys):
     name; a run resumed with more data says that its batch order changed."""
     from llasa.data.tokenize import CodeShardDataset
 
-    made = {"codebook_size": CODEBOOK, "vocab_size": 333, "frontend": "text", "tokenizer": "byte-level"}
+    made = {"codebook_size": CODEBOOK, "vocab_size": 333, "frontend": "text"}
     folders = {}
-    for name, frontend in (("a", "text"), ("b", "text"), ("phonemes", "espeak:en-us")):
+    # how the tokenizer was named differs (built, or loaded from a path): what it holds is the same
+    for name, frontend, named in (("a", "text", "byte-level"), ("b", "text", "a/tokenizer"),
+                                  ("phonemes", "espeak:en-us", "byte-level"), ("other", "text", "byte-level")):  # fmt: skip
         folders[name] = tmp_path / name
         shutil.copytree(shards, folders[name])
-        (folders[name] / "tokenize_config.json").write_text(json.dumps({**made, "frontend": frontend}))
+        (folders[name] / "tokenize_config.json").write_text(json.dumps({**made, "frontend": frontend, "tokenizer": named}))
+    build_tokenizer(None, CODEBOOK + 1).save_pretrained(folders["other"] / "tokenizer")
     a, b = str(folders["a"]), str(folders["b"])
     assert len(CodeShardDataset([a, b])) == 2 * len(CodeShardDataset(a))
 
@@ -238,5 +241,7 @@ def test_several_shard_folders_train_as_one(shards, tmp_path, capsys):
 
     with pytest.raises(ValueError, match=r"tokenized differently[\s\S]*frontend: 'text' in .*a but 'espeak:en-us' in .*phonemes"):
         train_lm(config(shards, tmp_path / "mixed", data=[a, str(folders["phonemes"])]))
+    with pytest.raises(ValueError, match="tokenizers saved in .*a/tokenizer and .*other/tokenizer have different vocabularies"):
+        train_lm(config(shards, tmp_path / "mixed", data=[a, str(folders["other"])]))
     with pytest.raises(FileNotFoundError, match="nowhere: no such shard folder"):
         CodeShardDataset([a, str(tmp_path / "nowhere")])

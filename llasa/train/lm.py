@@ -186,18 +186,32 @@ def data_dirs(cfg: LMTrainConfig) -> list[Path]:
 
 
 # what must agree between shard folders trained on together: the same token means the same thing
-_SAME_TOKENS = ("codebook_size", "vocab_size", "speech_offset", "tokenizer", "frontend", "sample_rate", "hop_length")
+_SAME_TOKENS = ("codebook_size", "vocab_size", "speech_offset", "frontend", "sample_rate", "hop_length")
+
+
+def _vocabulary(folder: Path) -> dict | None:
+    """The token -> id maps of the tokenizer saved beside a folder's shards (None if none was)."""
+    path = folder / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        return None
+    made = json.loads(path.read_text())
+    return {"model": made.get("model", {}).get("vocab"), "added": {t["content"]: t["id"] for t in made.get("added_tokens", [])}}
 
 
 def check_data_dirs(dirs: list[Path]) -> None:
     """Several shard folders must have been made with the same codec codebook, tokenizer and
-    front-end (their ``tokenize_config.json`` agree), or their rows mean different things."""
+    front-end (their ``tokenize_config.json`` and saved vocabularies agree), or their rows mean
+    different things."""
     made = {d: json.loads((d / "tokenize_config.json").read_text()) for d in dirs if (d / "tokenize_config.json").is_file()}
     if len(made) < 2:
         return
     (first, ref), *rest = made.items()
+    vocabulary = _vocabulary(first)
     for folder, other in rest:
         differ = [f"{k}: {ref.get(k)!r} in {first} but {other.get(k)!r} in {folder}" for k in _SAME_TOKENS if ref.get(k) != other.get(k)]
+        theirs = _vocabulary(folder)
+        if vocabulary is not None and theirs is not None and theirs != vocabulary:
+            differ.append(f"the tokenizers saved in {first}/tokenizer and {folder}/tokenizer have different vocabularies")
         if differ:
             raise ValueError("shard folders were tokenized differently, so their tokens mean different things: " + "; ".join(differ))
 
