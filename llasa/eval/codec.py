@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
 from llasa.eval.metrics import Metrics, pesq, stoi
-from llasa.eval.report import ResultLog, mean, pooled_rate, write_summary
+from llasa.eval.report import ResultLog, as_original, mean, pooled_rate, write_summary
 
 
 def evaluate_codec(codec, items: list[dict], outdir: str | Path, *, metrics: Metrics, progress: bool = True) -> dict:
@@ -47,9 +47,7 @@ def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics) -> dict:
         m: after[m],
         "errors": after["errors"],
         "hyp": after["hyp"],
-        f"{m}_original": before[m],
-        "errors_original": before["errors"],
-        "hyp_original": before["hyp"],
+        **as_original(before, m),
         "ref_units": after["ref_units"],
         "sim": metrics.similarity(resynth, original),
         "stoi": stoi(original, resynth),

@@ -54,6 +54,12 @@ def mean(records: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def as_original(result: dict, metric: str) -> dict:
+    """An intelligibility result (``Metrics.intelligibility``) of the original audio, under the
+    record keys that sit beside the synthesis's own: ``wer_original``, ``errors_original``, ``hyp_original``."""
+    return {f"{metric}_original": result[metric], "errors_original": result["errors"], "hyp_original": result["hyp"]}
+
+
 def pooled_rate(records: list[dict], errors: str = "errors", units: str = "ref_units") -> float | None:
     """Corpus-level error rate: all errors over all reference units."""
     total = sum(r[units] for r in records if r.get(units) is not None)

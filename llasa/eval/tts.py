@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from llasa import audio as audio_io
 from llasa.eval.lists import EvalItem
 from llasa.eval.metrics import Metrics
-from llasa.eval.report import ResultLog, mean, pooled_rate, write_summary
+from llasa.eval.report import ResultLog, as_original, mean, pooled_rate, write_summary
 from llasa.lm.sampling import SamplingParams
 
 
@@ -82,9 +82,7 @@ def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, search
                   rtf=round(synth_seconds / seconds, 4) if seconds else None)  # fmt: skip
     record.update(metrics.intelligibility(wav, item.text))
     if item.reference_wav is not None:
-        original = metrics.intelligibility(audio_io.load(item.reference_wav, synth.sample_rate), item.text)
-        record.update({f"{metrics.metric}_original": original[metrics.metric], "errors_original": original["errors"],
-                       "hyp_original": original["hyp"]})  # fmt: skip
+        record.update(as_original(metrics.file_intelligibility(item.reference_wav, item.text), metrics.metric))
     if prompt is not None:
         record["sim"] = metrics.similarity(wav, prompt)
     if metrics.dnsmos:
