@@ -21,6 +21,10 @@ llasa data tokenize runs/corpus/val.jsonl runs/shards_val --codec "$CODEC" \
 llasa data synth runs/corpus_more --hours 8 --seed 1 --exclude runs/corpus
 llasa data tokenize runs/corpus_more/train.jsonl runs/shards_more --codec "$CODEC" \
     --tokenizer runs/shards/tokenizer --text-field normalized --frontend "$FRONTEND" --max-length 1024
+# and 8 h more again (joined at step 4,500, when the text gain was still rising with every new sentence)
+llasa data synth runs/corpus_more2 --hours 8 --seed 2 --exclude runs/corpus runs/corpus_more
+llasa data tokenize runs/corpus_more2/train.jsonl runs/shards_more2 --codec "$CODEC" \
+    --tokenizer runs/shards/tokenizer --text-field normalized --frontend "$FRONTEND" --max-length 1024
 # carry on the run whose weights ship (a new machine has no runs/ checkpoint to resume)
 CONTINUE=()
 if [ -f llasa/assets/default/lm/progress.json ]; then CONTINUE=(--continue-from llasa/assets/default/lm); fi

@@ -82,6 +82,19 @@ def test_seeded_sampling_is_deterministic_and_rows_differ(setup):
     assert len({tuple(x) for x in a}) > 1
 
 
+def test_rows_are_nested_across_n(setup):
+    """Row r draws from its own stream: best-of-2's candidates are the first two of best-of-5."""
+    model, vocab, prompt = setup
+    params = SamplingParams(temperature=1.0)
+    five = generate_codes(model, vocab, prompt, n=5, params=params, seed=11, max_new_tokens=30)
+    two = generate_codes(model, vocab, prompt, n=2, params=params, seed=11, max_new_tokens=30)
+    one = generate_codes(model, vocab, prompt, n=1, params=params, seed=11, max_new_tokens=30)
+    for small, big in zip(two, five):
+        np.testing.assert_array_equal(small, big)
+    np.testing.assert_array_equal(one[0], five[0])
+    assert len({tuple(x) for x in five}) == 5
+
+
 def test_never_emits_text_tokens(setup):
     model, vocab, prompt = setup
     for codes in generate_codes(model, vocab, prompt, n=4, params=SamplingParams(temperature=5.0), seed=0, max_new_tokens=50):
@@ -116,6 +129,9 @@ def test_select_copies_rows_and_their_cache(setup):
     np.testing.assert_array_equal(after[2], before[0])
     assert dec.cache.layers[0].keys.shape[0] == 3
     assert dec.cache.get_seq_length() == len(prompt) + 5  # every sampled token is fed at once
+    # the two copies of row 2 draw from different streams from here on
+    dec.step(10)
+    assert not np.array_equal(dec.codes()[0], dec.codes()[1])
 
     # a selected row continues exactly like the reference (greedy from its prefix, uncached)
     greedy = SpeechDecoder(model, vocab, prompt, n=2, params=params, seed=1, max_new_tokens=20)

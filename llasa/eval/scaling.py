@@ -4,7 +4,9 @@
 A point is one strategy at one size: best-of-N with N = size; beam search with B x M = size rows
 in flight (M = ``expand``, or size itself when smaller; B = size / M). Each point is a full
 `eval tts` run in its own folder (so points resume independently); its compute is the mean
-number of speech tokens sampled per item. Points go to ``scaling.json`` and are plotted to
+number of speech tokens sampled per item. Best-of-N points are nested: candidate r of an item
+is the same whatever N (each row has its own random stream), so a larger N only adds
+candidates. Points go to ``scaling.json`` and are plotted to
 ``scaling.png``, one panel per metric.
 """
 

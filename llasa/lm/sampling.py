@@ -12,7 +12,12 @@ processors; what it adds is the loop and the bookkeeping:
 * logits are computed only for the output rows that may be sampled (the speech tokens and
   <|SPEECH_GENERATION_END|>): about a fifth of the output layer for the official
   vocabulary, and no text token can ever be emitted;
-* a row that emits the end token (or reaches its budget) leaves the batch and the cache.
+* a row that emits the end token (or reaches its budget) leaves the batch and the cache;
+* each row draws from its own random stream, derived from (seed, row): row r of a seeded
+  decoder samples the same codes whatever n is, so the candidates of best-of-4 are the first
+  four of best-of-8 (nested, and search curves over N are monotone with an outcome verifier).
+  Row 0's stream is ``seed`` itself, as is a server request's. A row that ``select`` copies
+  gets a fresh stream, so the copies of a beam diverge.
 
 Log-probabilities are those of the distribution actually sampled from (after repetition
 penalty, temperature, top-k and top-p); a greedy step has log-probability 0.
@@ -134,7 +139,9 @@ class SpeechDecoder:
         self.prompt_length = len(prompt_ids)
         device = model.get_input_embeddings().weight.device
         self.device = device
-        self.generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+        self.seed = None if seed is None else int(seed)
+        self._streams = n  # row streams created so far; a new stream's index
+        self._generators = [self._generator(r) for r in range(n)]
         self._weight = model.get_output_embeddings().weight
         if model.get_output_embeddings().bias is not None:
             raise ValueError("output layers with a bias are not supported (Llama has none)")
@@ -181,6 +188,16 @@ class SpeechDecoder:
         position = {row: b for b, row in enumerate(self._live)}
         batch = [position[i] for i in indices if i in position]
         self.rows = [self.rows[i].copy() for i in indices]
+        # the first copy of a row keeps its random stream; further copies get new ones
+        seen, generators = set(), []
+        for i in indices:
+            if i in seen:
+                generators.append(self._generator(self._streams))
+                self._streams += 1
+            else:
+                generators.append(self._generators[i])
+                seen.add(i)
+        self._generators = generators
         self._live = [j for j, i in enumerate(indices) if i in position]
         self._take(batch)
 
@@ -212,7 +229,8 @@ class SpeechDecoder:
             choice = scores.argmax(dim=-1)
             logp = torch.zeros(choice.shape, device=scores.device)
         else:
-            choice, logp = sample_from(torch.softmax(scores, dim=-1), self.generator)
+            generators = None if self.seed is None else [self._generators[i] for i in self._live]
+            choice, logp = sample_from(torch.softmax(scores, dim=-1), generators)
 
         end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
         keep = []
@@ -236,6 +254,11 @@ class SpeechDecoder:
             return
         self._history = torch.cat([self._history, choice[:, None]], dim=1)
         self._hidden = self._forward((choice + self.vocab.speech_offset)[:, None])
+
+    def _generator(self, stream: int) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(row_seed(self.seed, stream))
 
     def _take(self, batch: list[int]) -> None:
         """Re-index the per-batch state (cache, hidden state, history) to entries ``batch``."""
@@ -265,15 +288,33 @@ def speech_logits(hidden: torch.Tensor, weight: torch.Tensor, vocab: SpeechVocab
     return torch.cat([speech, end], dim=-1).float()
 
 
-def sample_from(probs: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One draw per row by inverting the CDF with a single uniform number.
+def row_seed(seed: int, row: int) -> int:
+    """The seed of row ``row``'s random stream: ``seed`` itself for row 0 (so one row, or a
+    server request, draws what a plain seeded run draws), otherwise one derived from both."""
+    if row == 0:
+        return int(seed)
+    state = np.random.SeedSequence([int(seed) % 2**63, int(row)]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1  # a non-negative 63-bit seed
+
+
+def sample_from(
+    probs: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per row by inverting the CDF with a single uniform number, taken from
+    ``generator``, or from ``generator[i]`` for row i when it is a sequence (one per row).
 
     Why not ``torch.multinomial``: on CPU it draws one random number per category, 3 ms per
     row for 65,537 speech tokens, which made sampling cost more than a 100M model's forward.
     A token of probability 0 (cut by top-k / top-p) can never be drawn: u is in (0, total].
     """
     cdf = probs.cumsum(dim=-1)
-    u = (1.0 - torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)) * cdf[:, -1:]
+    if generator is None or isinstance(generator, torch.Generator):
+        uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+    else:
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"{len(generator)} random generators for {probs.shape[0]} rows")
+        uniform = torch.cat([torch.rand(1, 1, generator=g, device=probs.device) for g in generator])
+    u = (1.0 - uniform) * cdf[:, -1:]
     choice = torch.searchsorted(cdf, u).squeeze(1).clamp_max(probs.shape[-1] - 1)
     return choice, probs.gather(1, choice[:, None]).squeeze(1).log()
 
