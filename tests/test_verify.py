@@ -105,6 +105,19 @@ def test_sim_needs_a_prompt(sim):
         sim.prepare(VerifyRequest("hello"))
 
 
+@needs_librivox
+def test_pocketsphinx_transcript_does_not_depend_on_earlier_clips(librivox):
+    pytest.importorskip("pocketsphinx")
+    from llasa.verify.wer import PocketSphinxASR
+
+    clips = [wav for wav, _ in librivox.values()]
+    alone = [PocketSphinxASR().transcribe([wav], "en")[0] for wav in clips]
+    asr = PocketSphinxASR()
+    rng = np.random.default_rng(0)
+    asr.transcribe([0.5 * rng.standard_normal(3 * SAMPLE_RATE).astype(np.float32)], "en")  # loud noise first
+    assert asr.transcribe(clips, "en") == alone
+
+
 def test_wer_right_text_beats_wrong_text(wer, flite):
     for voice in VOICES:
         right, wrong = (VerifyRequest(text) for text in SENTENCES[:2])

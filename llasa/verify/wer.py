@@ -31,6 +31,9 @@ class PocketSphinxASR:
         out = []
         for wav in wavs:
             pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+            # a fresh front end per clip: otherwise its noise and CMN estimates carry over from the
+            # clips decoded before, and one file's transcript depends on what came earlier
+            self.decoder.reinit_feat()
             self.decoder.start_utt()
             self.decoder.process_raw(pcm, full_utt=True)
             self.decoder.end_utt()
