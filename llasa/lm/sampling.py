@@ -14,8 +14,9 @@ processors; what it adds is the loop and the bookkeeping:
   vocabulary, and no text token can ever be emitted;
 * a row that emits the end token (or reaches its budget) leaves the batch and the cache;
 * each row draws from its own random stream, derived from (seed, row): row r of a seeded
-  decoder samples the same codes whatever n is, so the candidates of best-of-4 are the first
-  four of best-of-8 (nested, and search curves over N are monotone with an outcome verifier).
+  decoder samples the same codes whatever n is (up to floating-point differences between batch
+  sizes), so the candidates of best-of-4 are the first four of best-of-8, and the best
+  verifier score can only rise with N.
   Row 0's stream is ``seed`` itself, as is a server request's. A row that ``select`` copies
   gets a fresh stream, so the copies of a beam diverge.
 
