@@ -71,12 +71,14 @@ def test_sampler_follows_the_distribution():
     assert torch.allclose(logp, probs[0][choice].log())
 
 
-def test_seeded_sampling_is_deterministic_and_rows_differ(setup):
+def sampled(setup, n: int, seed: int) -> list[np.ndarray]:
+    """``n`` rows of 30 codes sampled at temperature 1 with ``seed``."""
     model, vocab, prompt = setup
-    params = SamplingParams(temperature=1.0)
-    a = generate_codes(model, vocab, prompt, n=4, params=params, seed=7, max_new_tokens=30)
-    b = generate_codes(model, vocab, prompt, n=4, params=params, seed=7, max_new_tokens=30)
-    c = generate_codes(model, vocab, prompt, n=4, params=params, seed=8, max_new_tokens=30)
+    return generate_codes(model, vocab, prompt, n=n, params=SamplingParams(temperature=1.0), seed=seed, max_new_tokens=30)
+
+
+def test_seeded_sampling_is_deterministic_and_rows_differ(setup):
+    a, b, c = sampled(setup, 4, seed=7), sampled(setup, 4, seed=7), sampled(setup, 4, seed=8)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
     assert len({tuple(x) for x in a}) > 1
@@ -84,11 +86,7 @@ def test_seeded_sampling_is_deterministic_and_rows_differ(setup):
 
 def test_rows_are_nested_across_n(setup):
     """Row r draws from its own stream: best-of-2's candidates are the first two of best-of-5."""
-    model, vocab, prompt = setup
-    params = SamplingParams(temperature=1.0)
-    five = generate_codes(model, vocab, prompt, n=5, params=params, seed=11, max_new_tokens=30)
-    two = generate_codes(model, vocab, prompt, n=2, params=params, seed=11, max_new_tokens=30)
-    one = generate_codes(model, vocab, prompt, n=1, params=params, seed=11, max_new_tokens=30)
+    five, two, one = sampled(setup, 5, seed=11), sampled(setup, 2, seed=11), sampled(setup, 1, seed=11)
     for small, big in zip(two, five):
         np.testing.assert_array_equal(small, big)
     np.testing.assert_array_equal(one[0], five[0])
