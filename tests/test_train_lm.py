@@ -170,6 +170,22 @@ def test_continue_from_a_compact_checkpoint(shards, tmp_path):
         train_lm(config(shards, tmp_path / "third", continue_from=str(shards)))
 
 
+def test_rewarm_ramps_the_rate_of_fresh_moments_across_a_resume(shards, tmp_path):
+    """rewarm_steps: continuing a compact checkpoint raises the rate from 0 to the schedule's over
+    that many steps; a run killed mid-ramp resumes on the ramp, not at the full rate."""
+    train_lm(config(shards, tmp_path / "first"), max_steps=4)
+    compact = tmp_path / "compact"
+    shutil.copytree(tmp_path / "first" / "checkpoint-4", compact, ignore=shutil.ignore_patterns("train_state"))
+    settings = config(shards, tmp_path / "second", continue_from=str(compact), rewarm_steps=3, save_every=1)
+    train_lm(settings, max_steps=5)  # killed after step 5, mid-ramp
+    train_lm(settings)
+    cfg = LMTrainConfig.from_dict(settings)
+    lrs = {r["step"]: r["lr"] for r in log(tmp_path / "second")}
+    assert lrs[5] == pytest.approx(lr_at(4, cfg) / 3)
+    assert lrs[6] == pytest.approx(lr_at(5, cfg) * 2 / 3)  # after the resume
+    assert lrs[7] == pytest.approx(lr_at(6, cfg)) and lrs[8] == pytest.approx(lr_at(7, cfg))
+
+
 def test_cli_overrides_reach_the_recipe(shards, tmp_path, capsys):
     from llasa.cli import main
     from llasa.config import apply_overrides

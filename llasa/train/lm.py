@@ -53,6 +53,10 @@ class LMTrainConfig:
     # this one continues at its step, when output_dir holds no full checkpoint; the optimiser
     # moments are not in it and restart (the schedule and data order carry on)
     continue_from: str | None = None
+    # with continue_from: raise the rate linearly from 0 to the schedule's over this many steps,
+    # so that the first updates of fresh optimiser moments (near lr * sign(gradient) for every
+    # weight) do not jolt a trained model; 0 = jump straight to the schedule's rate
+    rewarm_steps: int = 0
     tokenizer: str | None = None  # default: the tokenizer recorded by `llasa data tokenize`
     eval_data: str | None = None  # default: the last `eval_rows` rows of `data` are held out
     eval_rows: int = 64
@@ -386,7 +390,8 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
     model, optimizer = accelerator.prepare(model, optimizer)
 
     step, total_tokens, progress = 0, 0, {}
-    if resume and (ckpt := _latest_checkpoint(out)) is not None:
+    resumed = resume and (ckpt := _latest_checkpoint(out)) is not None
+    if resumed:
         accelerator.load_state(str(ckpt / STATE_DIR))
         progress = json.loads((ckpt / STATE_DIR / "trainer.json").read_text())
         step, total_tokens = progress["step"], progress.get("tokens", 0)
@@ -399,6 +404,14 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         # the order is a function of the row count: with more (or fewer) rows it is a new one
         accelerator.print(f"the training data changed since step {step} ({progress['rows']} rows, now {len(train_set)}): "
                           "batches from here follow a new order over all of it")  # fmt: skip
+    # the step at which fresh moments began (kept in the checkpoints, so that a resume carries on the ramp)
+    rewarm_from = progress.get("rewarm_from") if resumed else (step if cfg.continue_from else None)
+
+    def rate(s: int) -> float:
+        if cfg.rewarm_steps and rewarm_from is not None:
+            return lr_at(s, cfg) * min(1.0, (s - rewarm_from + 1) / cfg.rewarm_steps)
+        return lr_at(s, cfg)
+
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -424,7 +437,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
         total_targets = int(accelerator.reduce(torch.tensor(local_targets, device=accelerator.device), "sum"))
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = rate(step)
         loss_sum = 0.0
         for batch in micro:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -451,7 +464,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             total_tokens += interval
             # tokens = real (non-padding) tokens trained on so far: the compute axis of scaling plots
             record.update(
-                loss=loss, lr=lr_at(step - 1, cfg), tokens=total_tokens, interval_s=round(elapsed, 4),
+                loss=loss, lr=rate(step - 1), tokens=total_tokens, interval_s=round(elapsed, 4),
                 tokens_per_s=interval / max(elapsed, 1e-9),
             )
             tokens_seen, t0 = 0, time.perf_counter()
@@ -464,7 +477,8 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             with open(out / LOG_FILE, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if step % cfg.save_every == 0 or step == stop:
-            save_checkpoint(accelerator, model, tokenizer, out, step, cfg, tokens=total_tokens, rows=len(train_set))
+            save_checkpoint(accelerator, model, tokenizer, out, step, cfg, tokens=total_tokens, rows=len(train_set),
+                            rewarm_from=rewarm_from)
     bar.close()
     final = out / f"checkpoint-{step}"
     if accelerator.is_main_process and step >= cfg.max_steps:
@@ -496,7 +510,7 @@ def evaluate(model, eval_set: _Examples, cfg: LMTrainConfig, accelerator) -> flo
 
 
 def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LMTrainConfig, *, tokens: int = 0,
-                    rows: int | None = None) -> Path:  # fmt: skip
+                    rows: int | None = None, rewarm_from: int | None = None) -> Path:  # fmt: skip
     """HF layout (loadable by `llasa tts --model`) + the training state for resume; old ones pruned."""
     ckpt = out / f"checkpoint-{step}"
     accelerator.wait_for_everyone()
@@ -520,7 +534,10 @@ def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LM
         else:
             unwrapped.save_pretrained(ckpt, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(ckpt)
-        progress = json.dumps({"step": step, "tokens": tokens, "rows": rows})
+        record = {"step": step, "tokens": tokens, "rows": rows}
+        if rewarm_from is not None:
+            record["rewarm_from"] = rewarm_from
+        progress = json.dumps(record)
         (ckpt / STATE_DIR / "trainer.json").write_text(progress)
         (ckpt / PROGRESS_FILE).write_text(progress)
         try:
