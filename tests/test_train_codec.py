@@ -21,7 +21,7 @@ from llasa.codec.losses import (
     generator_adversarial_loss,
 )
 from llasa.codec.mel_encoder import Xcodec2MelModel, build_codec_model
-from llasa.train.codec import CodecTrainer, load_config, lr_factor, train_codec
+from llasa.train.codec import CodecTrainer, list_audio, load_config, lr_factor, train_codec
 
 TINY_MEL = {
     "hidden_size": 64,
@@ -209,6 +209,18 @@ def test_config_errors_name_the_problem(corpus, tmp_path):
     recipe["loss"]["semantic"] = 5
     with pytest.raises(ValueError, match="semantic teacher"):
         CodecTrainer(load_config(recipe))
+
+
+def test_training_audio_may_come_from_several_sources(corpus, tmp_path):
+    """data.train: a list of manifests and folders reads all their files (more corpora for a stage)."""
+    one = list_audio(corpus / "train.jsonl")
+    both = list_audio([corpus / "train.jsonl", corpus])
+    assert len(one) == 6 and both[:6] == one and sorted(both[6:]) == sorted(str(p) for p in corpus.glob("*.wav"))
+    recipe = _recipe(corpus, tmp_path)
+    recipe["data"]["train"] = [str(corpus / "train.jsonl"), str(corpus)]
+    assert len(CodecTrainer(load_config(recipe)).sampler.files) == 12 - 2  # the last eval_clips held out
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        list_audio([corpus / "train.jsonl", tmp_path / "nowhere"])
 
 
 def test_waveform_xcodec2_trains_with_its_semantic_teacher(corpus, tmp_path):

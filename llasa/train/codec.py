@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     # then decides the architecture and `model` is not used
     "init_from": None,
     "data": {
-        "train": None,  # a JSONL manifest (`audio` per line) or a folder of audio files
+        "train": None,  # a JSONL manifest (`audio` per line) or a folder of audio files, or a list of them
         "eval": None,  # the same; if absent the last `eval_clips` training files are held out
         "eval_clips": 8,
         "eval_seconds": 2.0,
@@ -155,8 +155,11 @@ def load_config(source: str | Path | dict) -> dict[str, Any]:
 # data -----------------------------------------------------------------------------------------
 
 
-def list_audio(source: str | Path) -> list[str]:
-    """A JSONL manifest (`audio` per line; relative paths from its folder) or a folder of audio."""
+def list_audio(source: str | Path | list[str | Path]) -> list[str]:
+    """A JSONL manifest (`audio` per line; relative paths from its folder) or a folder of audio;
+    a list of them gives all their files, in order."""
+    if isinstance(source, (list, tuple)):
+        return [file for one in source for file in list_audio(one)]
     path = Path(source)
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
