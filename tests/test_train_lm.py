@@ -170,20 +170,23 @@ def test_continue_from_a_compact_checkpoint(shards, tmp_path):
         train_lm(config(shards, tmp_path / "third", continue_from=str(shards)))
 
 
-def test_rewarm_ramps_the_rate_of_fresh_moments_across_a_resume(shards, tmp_path):
-    """rewarm_steps: continuing a compact checkpoint raises the rate from 0 to the schedule's over
-    that many steps; a run killed mid-ramp resumes on the ramp, not at the full rate."""
-    train_lm(config(shards, tmp_path / "first"), max_steps=4)
+def test_restart_schedule_runs_a_new_cycle_from_the_continued_step_across_a_resume(shards, tmp_path):
+    """restart_schedule: continuing a compact checkpoint starts a new warmup + cosine at its step
+    (not the old schedule's floor); a run killed mid-cycle resumes on the same cycle."""
+    train_lm(config(shards, tmp_path / "first", max_steps=4))  # its schedule ends at step 4
     compact = tmp_path / "compact"
-    shutil.copytree(tmp_path / "first" / "checkpoint-4", compact, ignore=shutil.ignore_patterns("train_state"))
-    settings = config(shards, tmp_path / "second", continue_from=str(compact), rewarm_steps=3, save_every=1)
-    train_lm(settings, max_steps=5)  # killed after step 5, mid-ramp
+    shutil.copytree(tmp_path / "first" / "final", compact)
+    settings = config(shards, tmp_path / "second", continue_from=str(compact), restart_schedule=True, max_steps=14,
+                      warmup_ratio=0.2, save_every=1)  # fmt: skip
+    train_lm(settings, max_steps=5)  # killed after step 5, mid-warmup
     train_lm(settings)
-    cfg = LMTrainConfig.from_dict(settings)
+    cycle = LMTrainConfig.from_dict({**settings, "max_steps": 10})
     lrs = {r["step"]: r["lr"] for r in log(tmp_path / "second")}
-    assert lrs[5] == pytest.approx(lr_at(4, cfg) / 3)
-    assert lrs[6] == pytest.approx(lr_at(5, cfg) * 2 / 3)  # after the resume
-    assert lrs[7] == pytest.approx(lr_at(6, cfg)) and lrs[8] == pytest.approx(lr_at(7, cfg))
+    assert [lrs[s] for s in range(5, 15)] == pytest.approx([lr_at(s, cycle) for s in range(10)])
+    assert lrs[5] < lrs[6] and lrs[6] == pytest.approx(3e-3) and lrs[14] < lrs[6]  # warmup of 2 steps, then down
+    assert json.loads((tmp_path / "second" / "final" / "progress.json").read_text())["schedule_from"] == 4
+    with pytest.raises(ValueError, match="no steps for a new schedule"):
+        train_lm(config(shards, tmp_path / "third", continue_from=str(compact), restart_schedule=True, max_steps=4))
 
 
 def test_cli_overrides_reach_the_recipe(shards, tmp_path, capsys):

@@ -53,10 +53,11 @@ class LMTrainConfig:
     # this one continues at its step, when output_dir holds no full checkpoint; the optimiser
     # moments are not in it and restart (the schedule and data order carry on)
     continue_from: str | None = None
-    # with continue_from: raise the rate linearly from 0 to the schedule's over this many steps,
-    # so that the first updates of fresh optimiser moments (near lr * sign(gradient) for every
-    # weight) do not jolt a trained model; 0 = jump straight to the schedule's rate
-    rewarm_steps: int = 0
+    # with continue_from: a new cycle of the schedule (warmup, then cosine) from the continued
+    # step to max_steps, instead of carrying on the old one where it stood (e.g. at its floor).
+    # The warmup also spares the trained weights the first updates of fresh optimiser moments
+    # (near lr * sign(gradient) for every weight)
+    restart_schedule: bool = False
     tokenizer: str | None = None  # default: the tokenizer recorded by `llasa data tokenize`
     eval_data: str | None = None  # default: the last `eval_rows` rows of `data` are held out
     eval_rows: int = 64
@@ -404,13 +405,14 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         # the order is a function of the row count: with more (or fewer) rows it is a new one
         accelerator.print(f"the training data changed since step {step} ({progress['rows']} rows, now {len(train_set)}): "
                           "batches from here follow a new order over all of it")  # fmt: skip
-    # the step at which fresh moments began (kept in the checkpoints, so that a resume carries on the ramp)
-    rewarm_from = progress.get("rewarm_from") if resumed else (step if cfg.continue_from else None)
+    # the step at which the schedule's current cycle began (kept in the checkpoints for resumes)
+    origin = step if cfg.continue_from and cfg.restart_schedule and not resumed else progress.get("schedule_from", 0)
+    if origin >= cfg.max_steps:
+        raise ValueError(f"max_steps {cfg.max_steps} leaves no steps for a new schedule from step {origin}: raise it")
+    cycle = replace(cfg, max_steps=cfg.max_steps - origin)
 
     def rate(s: int) -> float:
-        if cfg.rewarm_steps and rewarm_from is not None:
-            return lr_at(s, cfg) * min(1.0, (s - rewarm_from + 1) / cfg.rewarm_steps)
-        return lr_at(s, cfg)
+        return lr_at(s - origin, cycle)
 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -478,7 +480,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
                 fh.write(json.dumps(record) + "\n")
         if step % cfg.save_every == 0 or step == stop:
             save_checkpoint(accelerator, model, tokenizer, out, step, cfg, tokens=total_tokens, rows=len(train_set),
-                            rewarm_from=rewarm_from)
+                            schedule_from=origin)
     bar.close()
     final = out / f"checkpoint-{step}"
     if accelerator.is_main_process and step >= cfg.max_steps:
@@ -510,7 +512,7 @@ def evaluate(model, eval_set: _Examples, cfg: LMTrainConfig, accelerator) -> flo
 
 
 def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LMTrainConfig, *, tokens: int = 0,
-                    rows: int | None = None, rewarm_from: int | None = None) -> Path:  # fmt: skip
+                    rows: int | None = None, schedule_from: int = 0) -> Path:  # fmt: skip
     """HF layout (loadable by `llasa tts --model`) + the training state for resume; old ones pruned."""
     ckpt = out / f"checkpoint-{step}"
     accelerator.wait_for_everyone()
@@ -535,8 +537,8 @@ def save_checkpoint(accelerator, model, tokenizer, out: Path, step: int, cfg: LM
             unwrapped.save_pretrained(ckpt, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(ckpt)
         record = {"step": step, "tokens": tokens, "rows": rows}
-        if rewarm_from is not None:
-            record["rewarm_from"] = rewarm_from
+        if schedule_from:
+            record["schedule_from"] = schedule_from
         progress = json.dumps(record)
         (ckpt / STATE_DIR / "trainer.json").write_text(progress)
         (ckpt / PROGRESS_FILE).write_text(progress)
