@@ -25,11 +25,20 @@ llasa data tokenize runs/corpus_more/train.jsonl runs/shards_more --codec "$CODE
 llasa data synth runs/corpus_more2 --hours 8 --seed 2 --exclude runs/corpus runs/corpus_more
 llasa data tokenize runs/corpus_more2/train.jsonl runs/shards_more2 --codec "$CODEC" \
     --tokenizer runs/shards/tokenizer --text-field normalized --frontend "$FRONTEND" --max-length 1024
+# two more 8 h corpora of new sentences (fifth sitting; from corpus_more4 on, the prose pool runs
+# out and templates fill the rest)
+llasa data synth runs/corpus_more3 --hours 8 --seed 3 --exclude runs/corpus runs/corpus_more runs/corpus_more2
+llasa data synth runs/corpus_more4 --hours 8 --seed 4 --exclude runs/corpus runs/corpus_more runs/corpus_more2 runs/corpus_more3
+for i in 3 4; do
+    llasa data tokenize runs/corpus_more$i/train.jsonl runs/shards_more$i --codec "$CODEC" \
+        --tokenizer runs/shards/tokenizer --text-field normalized --frontend "$FRONTEND" --max-length 1024
+done
 # carry on the run whose weights ship (a new machine has no runs/ checkpoint to resume)
 CONTINUE=()
 if [ -f llasa/assets/default/lm/progress.json ]; then CONTINUE=(--continue-from llasa/assets/default/lm); fi
 llasa train lm configs/lm_default.yaml "${CONTINUE[@]}"
-python scripts/export_default.py --lm runs/lm_default/final
-# stage 2 of the codec: the GAN on the decoder only, from the shipped codec (codes unchanged)
+python scripts/export_default.py --lm runs/lm_default_cont/final
+# stage 2 of the codec: the GAN on the decoder only, from the shipped codec (codes unchanged),
+# on all five corpora
 llasa train codec configs/codec_small_gan.yaml
 python scripts/export_default.py --codec runs/codec_small_gan/codec
