@@ -51,7 +51,8 @@ class LMTrainConfig:
     init: str = "preset:tiny"
     # a compact checkpoint (weights + progress.json, e.g. the shipped default model) whose run
     # this one continues at its step, when output_dir holds no full checkpoint; the optimiser
-    # moments are not in it and restart (the schedule and data order carry on)
+    # moments are not in it and restart (the data order carries on, and the schedule unless
+    # restart_schedule)
     continue_from: str | None = None
     # with continue_from: a new cycle of the schedule (warmup, then cosine) from the continued
     # step to max_steps, instead of carrying on the old one where it stood (e.g. at its floor).
