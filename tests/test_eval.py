@@ -15,6 +15,7 @@ from llasa.data.manifest import ManifestError
 from llasa.eval import Metrics, ResultLog, evaluate_codec, evaluate_scaling, evaluate_tts, pesq, read_eval_list, stoi
 from llasa.eval.cli import add_commands
 from llasa.eval.lists import EvalItem
+from llasa.eval.scaling import searcher_for
 from llasa.lm.model import save
 from llasa.tts import Synthesizer
 
@@ -157,6 +158,28 @@ def test_scaling_points_and_plot(tmp_path, meta, synth, metrics):
     png = (tmp_path / "s" / "scaling.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert (tmp_path / "s" / "best-of-n-2" / "results.jsonl").is_file()
+    assert by[("best-of-n", 1)]["derived_from"] == 2 and not (tmp_path / "s" / "best-of-n-1").exists()
+
+
+def test_best_of_n_points_are_read_off_the_largest_run(tmp_path, meta, synth, metrics):
+    items = read_eval_list(meta)
+    points = evaluate_scaling(synth, items, tmp_path / "s", metrics=metrics, strategies=["best-of-n"], sizes=[1, 2, 4],
+                              progress=False)  # fmt: skip
+    assert [(p["size"], p.get("derived_from")) for p in points] == [(1, 4), (2, 4), (4, None)]
+    for point in points[:2]:  # what separate runs of best-of-1 and best-of-2 measure
+        alone = evaluate_tts(synth, items, tmp_path / f"alone{point['size']}", metrics=metrics, progress=False,
+                             searcher=searcher_for("best-of-n", point["size"], verifier_cache=metrics.verifiers))  # fmt: skip
+        for key in ("wer", "sim", "tokens_per_item", "audio_seconds", "failed"):
+            assert point[key] == pytest.approx(alone[key], abs=1e-4), key
+        assert point["rtf"] is None and alone["rtf"] > 0
+    assert points[0]["tokens_per_item"] < points[1]["tokens_per_item"] < points[2]["tokens_per_item"]
+    # a folder run with other sizes has no read-off records for a new size: a clear error, not a gap
+    evaluate_scaling(synth, items, tmp_path / "t", metrics=metrics, strategies=["best-of-n"], sizes=[2], progress=False)
+    with pytest.raises(ValueError, match="without best-of-1 read off its candidates.*new output folder"):
+        evaluate_scaling(synth, items, tmp_path / "t", metrics=metrics, strategies=["best-of-n"], sizes=[1, 2],
+                         progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="best-of-n searcher"):
+        evaluate_tts(synth, items, tmp_path / "x", metrics=metrics, nested=[1], progress=False)
 
 
 # ------------------------------------------------------------------------------- codec

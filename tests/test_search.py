@@ -148,6 +148,41 @@ def test_weighted_combination_is_normalised(synth, voice):
     assert sorted(c.components["loud.norm"] for c in cands) == [0.0, 0.5, 1.0]
 
 
+class Peak(Loudness):
+    """Another stand-in: total = peak amplitude, so a weighted sum with loudness ranks by batch."""
+
+    name = "peak"
+
+    def score(self, wavs, request, state, *, partial=False):
+        return [Score(float(np.abs(w).max()) if len(w) else 0.0) for w in wavs]
+
+
+def test_best_of_first_k_is_what_best_of_k_returns(synth):
+    def searcher(n, **kw):
+        return Searcher("best-of-n", verifiers={Loudness(): 1.0, Peak(): 1.0}, n=n, **kw)
+
+    big = searcher(6)
+    full = big(synth, "Hi there.", seed=1)
+    cands = full.chunks[0].candidates
+    for k in (1, 2, 3, 4, 6):
+        alone = searcher(k)(synth, "Hi there.", seed=1)
+        sub = big.best_of_first(full, k)
+        assert sub.chosen == [c.chosen for c in alone.chunks]
+        assert sub.tokens == alone.spent.tokens
+        np.testing.assert_allclose(sub.audio, alone.audio, atol=1e-5)
+    # this seed tells the cases apart: a row that ended (its END token counts), and first-k choices
+    # that differ from ranking by the scores normalised over all six
+    assert "end" in [c.stop_reason for c in cands[:2]]
+    assert any(big.best_of_first(full, k).chosen[0] != int(np.argmax([c.score for c in cands[:k]])) for k in (2, 3, 4))
+    assert big.best_of_first(full, 6).chosen == [full.chunks[0].chosen]
+    with pytest.raises(ValueError, match="between 1 and N=6"):
+        big.best_of_first(full, 7)
+    with pytest.raises(ValueError, match="do not nest"):
+        Searcher("beam", verifiers=Loudness()).best_of_first(full, 1)
+    with pytest.raises(ValueError, match="token budget"):
+        searcher(6, max_tokens=1000).best_of_first(full, 1)
+
+
 # ------------------------------------------------------------------------------- CLI
 def parse(argv):
     parser = argparse.ArgumentParser(prog="llasa")

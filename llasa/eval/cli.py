@@ -62,7 +62,8 @@ def add_commands(subparsers) -> None:
     _metric_arguments(scaling)
     scaling.add_argument("--strategies", default="best-of-n,prm-sim+orm-wer", help="comma-separated search strategies")
     scaling.add_argument("--sizes", type=_sizes, default=[1, 2, 4, 8],
-                         help="candidates (best-of-n) or rows in flight, beams x expand (beam), e.g. 1,2,4,8")  # fmt: skip
+                         help="candidates (best-of-n: only the largest is run, the smaller are read off its "
+                              "candidates) or rows in flight, beams x expand (beam), e.g. 1,2,4,8")  # fmt: skip
     scaling.add_argument("--expand", type=int, default=2, help="beam search: continuations per kept beam (default 2)")
     scaling.add_argument("--step-tokens", type=int, default=50, help="beam search: tokens between verifier calls (default 50)")
     scaling.add_argument("--verifier", help="verifier(s) of best-of-n and beam (default wer)")

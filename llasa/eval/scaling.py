@@ -2,12 +2,15 @@
 (the paper's inference-time scaling plots).
 
 A point is one strategy at one size: best-of-N with N = size; beam search with B x M = size rows
-in flight (M = ``expand``, or size itself when smaller; B = size / M). Each point is a full
-`eval tts` run in its own folder (so points resume independently); its compute is the mean
-number of speech tokens sampled per item. Best-of-N points are nested: candidate r of an item
-is the same whatever N (each row has its own random stream), so a larger N only adds
-candidates. Points go to ``scaling.json`` and are plotted to
-``scaling.png``, one panel per metric.
+in flight (M = ``expand``, or size itself when smaller; B = size / M). A point's compute is the
+mean number of speech tokens sampled per item. Each beam point is a full `eval tts` run in its
+own folder (so points resume independently). Best-of-N points are nested: candidate r of an
+item is the same whatever N (each row has its own random stream), so only the largest N is run
+(folder ``best-of-n-<N>``) and every smaller point is read off its candidates
+(``Searcher.best_of_first``): half the sampling of separate runs, and the points are paired
+(same candidates), so the curve's steps are not sampling noise. A read-off point has no
+measured real-time factor (``rtf`` is empty; ``derived_from`` names N). Points go to
+``scaling.json`` and are plotted to ``scaling.png``, one panel per metric.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from typing import Sequence
 
 from llasa.eval.lists import EvalItem
 from llasa.eval.metrics import Metrics
-from llasa.eval.report import markdown_table
-from llasa.eval.tts import evaluate_tts
+from llasa.eval.report import ResultLog, markdown_table
+from llasa.eval.tts import evaluate_tts, summarize_tts
 from llasa.lm.sampling import SamplingParams
 from llasa.search import Searcher
 
@@ -64,8 +67,15 @@ def evaluate_scaling(
                  for s in strategies for size in sizes]  # fmt: skip
     points = []
     for strategy, size, searcher in searchers:
-        summary = evaluate_tts(synth, items, outdir / f"{strategy}-{size}", metrics=metrics, searcher=searcher,
-                               params=params, seed=seed, progress=progress)  # fmt: skip
+        if not searcher.beam and size < max(sizes):
+            continue  # read off the largest best-of-N run below
+        nested = [s for s in sizes if s < size] if not searcher.beam else []
+        folder = outdir / f"{strategy}-{size}"
+        summary = evaluate_tts(synth, items, folder, metrics=metrics, searcher=searcher, params=params, seed=seed,
+                               nested=nested, progress=progress)  # fmt: skip
+        for k in nested:
+            points.append({"strategy": strategy, "size": k, "beam_width": None, "expand": None,
+                           **_nested_summary(folder, items, k, metrics.metric), "derived_from": size})  # fmt: skip
         points.append({"strategy": strategy, "size": size, "beam_width": searcher.beam_width if searcher.beam else None,
                        "expand": searcher.expand if searcher.beam else None, **summary})  # fmt: skip
     (outdir / "scaling.json").write_text(json.dumps(points, indent=1))
@@ -73,6 +83,24 @@ def evaluate_scaling(
     (outdir / "scaling.md").write_text("# Inference-time scaling\n\n" + markdown_table(points, columns))
     plot_scaling(points, outdir / "scaling.png", metrics=[metrics.metric, "sim"] + (["dnsmos"] if metrics.dnsmos else []))
     return points
+
+
+def _nested_summary(folder: Path, items: list[EvalItem], k: int, metric: str) -> dict:
+    """The summary of best-of-k read off the records of a best-of-N run in ``folder``."""
+    view = []
+    for record in ResultLog(folder).records([item.id for item in items]):
+        if "error" in record:
+            view.append(record)
+            continue
+        if str(k) not in record.get("nested", {}):
+            raise ValueError(f"{folder}: item {record['id']} was evaluated without best-of-{k} read off its candidates "
+                             "(an earlier run with other sizes): use a new output folder")  # fmt: skip
+        sub = record["nested"][str(k)]
+        view.append({**record, **{key: value for key, value in sub.items() if key not in ("chosen", "tokens")},
+                     "rtf": None, "search": {"tokens": sub["tokens"]}})  # fmt: skip
+    summary = summarize_tts(view, metric)
+    summary["strategy"] = "best-of-n"
+    return summary
 
 
 def plot_scaling(points: list[dict], path: str | Path, *, metrics: Sequence[str] = ("wer", "sim")) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -33,13 +34,18 @@ def evaluate_tts(
     searcher=None,
     params: SamplingParams = SamplingParams(),
     seed: int = 0,
+    nested: Sequence[int] = (),
     progress: bool = True,
 ) -> dict:
     """Evaluate ``synth`` (a Synthesizer) on ``items``; returns the summary (also written to ``outdir``).
 
     Item i is sampled with seed ``seed + i``. An item that cannot be spoken (text too long, a
-    prompt clip too short) is recorded with its error and counted as failed.
+    prompt clip too short) is recorded with its error and counted as failed. ``nested`` (with a
+    best-of-N ``searcher``): sizes k < N also measured on what best-of-k would have chosen among
+    the same candidates (``record["nested"][k]``, see ``Searcher.best_of_first``).
     """
+    if nested and (searcher is None or searcher.beam):
+        raise ValueError("nested sizes are read off a best-of-N search: pass a best-of-n searcher")
     if searcher is not None and searcher.voice_verifiers:
         voiceless = [item.id for item in items if item.prompt_wav is None]
         if voiceless:
@@ -49,14 +55,15 @@ def evaluate_tts(
     log = ResultLog(outdir)
     todo = [(i, item) for i, item in enumerate(items) if item.id not in log]
     for i, item in tqdm(todo, desc="eval tts", unit="item", disable=not progress):
-        log.append(_evaluate_item(synth, item, outdir, metrics, searcher, params, seed + i))
+        log.append(_evaluate_item(synth, item, outdir, metrics, searcher, params, seed + i, nested))
     summary = summarize_tts(log.records([item.id for item in items]), metrics.metric)
     summary["strategy"] = searcher.strategy if searcher is not None else "sample"
     write_summary(outdir, summary, f"TTS evaluation: {outdir.name}")
     return summary
 
 
-def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, searcher, params: SamplingParams, seed: int) -> dict:
+def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, searcher, params: SamplingParams, seed: int,
+                   nested: Sequence[int] = ()) -> dict:  # fmt: skip
     """The item's record; an item that cannot be spoken is recorded with its error (and counted as failed)."""
     record = {"id": item.id, "text": item.text}
     try:
@@ -80,14 +87,29 @@ def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, search
     path = audio_io.write(outdir / "wavs" / f"{item.id}.wav", wav, synth.sample_rate)
     record.update(wav=str(path.relative_to(outdir)), seconds=round(seconds, 3), synth_seconds=round(synth_seconds, 3),
                   rtf=round(synth_seconds / seconds, 4) if seconds else None)  # fmt: skip
-    record.update(metrics.intelligibility(wav, item.text))
+    measured = _measure(metrics, wav, item.text, prompt)
+    record.update(measured)
     if item.reference_wav is not None:
         record.update(as_original(metrics.file_intelligibility(item.reference_wav, item.text), metrics.metric))
-    if prompt is not None:
-        record["sim"] = metrics.similarity(wav, prompt)
-    if metrics.dnsmos:
-        record["dnsmos"] = metrics.quality(wav)
+    if nested:
+        record["nested"] = {}
+        for k in sorted(set(nested)):
+            sub = searcher.best_of_first(found, k)
+            same = sub.chosen == record["search"]["chosen"]  # the same audio: measured already
+            record["nested"][str(k)] = {"chosen": sub.chosen, "tokens": sub.tokens,
+                                        "seconds": round(len(sub.audio) / synth.sample_rate, 3),
+                                        **(measured if same else _measure(metrics, sub.audio, item.text, prompt))}  # fmt: skip
     return record
+
+
+def _measure(metrics: Metrics, wav, text: str, prompt) -> dict:
+    """Intelligibility, similarity to the prompt (when there is one) and DNSMOS (when asked)."""
+    out = metrics.intelligibility(wav, text)
+    if prompt is not None:
+        out["sim"] = metrics.similarity(wav, prompt)
+    if metrics.dnsmos:
+        out["dnsmos"] = metrics.quality(wav)
+    return out
 
 
 def summarize_tts(records: list[dict], metric: str = "wer") -> dict:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -136,6 +136,14 @@ class SearchResult:
         }
 
 
+class Nested(NamedTuple):
+    """What best-of-k would have returned, read off a best-of-N result (see ``Searcher.best_of_first``)."""
+
+    audio: np.ndarray
+    chosen: list[int]  # per chunk, the candidate picked among the first k
+    tokens: int  # speech tokens the first k candidates cost (the END token included, as ``Spent.tokens``)
+
+
 def _names(spec: VerifierSpec) -> list[str]:
     if isinstance(spec, str):
         return list(parse_weights(spec))
@@ -222,6 +230,32 @@ class Searcher:
             # one verifier ranks the same after normalisation: keep its raw, readable totals
             return next(iter(weights))
         return CombinedVerifier(weights, normalize=normalize)
+
+    def best_of_first(self, result: SearchResult, k: int) -> Nested:
+        """Best-of-k read off this searcher's best-of-N ``result`` (k <= N), with no new sampling.
+
+        Candidate r of a chunk is the same whatever N (each row has its own random stream, see
+        ``SpeechDecoder``), so best-of-k would have judged exactly the first k candidates; they
+        are re-ranked among themselves (a combined verifier normalises over those k alone).
+        """
+        if self.beam:
+            raise ValueError(f"'{self.strategy}' results do not nest: which rows live on depends on every verifier round")
+        if self.max_tokens is not None:
+            raise ValueError("a token budget cuts the rows where the budget ran out, so best-of-N with a budget does not "
+                             "contain best-of-k: search without max_tokens")  # fmt: skip
+        if not 1 <= k <= self.n:
+            raise ValueError(f"k must be between 1 and N={self.n}, got {k}")
+        chosen = []
+        for chunk in result.chunks:
+            first = chunk.candidates[:k]
+            if isinstance(self.final_verifier, CombinedVerifier):
+                totals = self.final_verifier.combine([c.components for c in first])
+            else:
+                totals = [c.score for c in first]
+            chosen.append(int(np.argmax(totals)))  # first of equals, as in the search itself
+        audio = audio_io.crossfade_concat([c.candidates[j].audio for c, j in zip(result.chunks, chosen)], result.sample_rate)
+        tokens = sum(len(c.codes) + (c.stop_reason == "end") for chunk in result.chunks for c in chunk.candidates[:k])
+        return Nested(audio, chosen, tokens)
 
     # ------------------------------------------------------------------ search
     def __call__(

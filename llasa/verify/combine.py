@@ -84,16 +84,29 @@ class CombinedVerifier:
         parts = [(v, w) for v, w in self.parts if v.supports_partial or not partial]
         if not parts:
             raise ValueError(f"none of {[v.name for v, _ in self.parts]} supports partial scoring")
-        totals = np.zeros(len(wavs))
         components: list[dict[str, float]] = [{} for _ in wavs]
         info: list[dict[str, str]] = [{} for _ in wavs]
-        for verifier, weight in parts:
-            scores = verifier.score(wavs, request, state[verifier.name], partial=partial)
-            normed = normalize_batch([s.total for s in scores], self.normalize)
-            totals += weight * normed
-            for i, s in enumerate(scores):
+        for verifier, _ in parts:
+            for i, s in enumerate(verifier.score(wavs, request, state[verifier.name], partial=partial)):
                 components[i][verifier.name] = s.total
-                components[i][f"{verifier.name}.norm"] = float(normed[i])
                 components[i].update({f"{verifier.name}.{k}": v for k, v in s.components.items()})
                 info[i].update({f"{verifier.name}.{k}": v for k, v in s.info.items()})
+        normalised = self._normalised(components, partial)
+        for name, (_, normed) in normalised.items():
+            for c, value in zip(components, normed):
+                c[f"{name}.norm"] = float(value)
+        totals = sum(weight * normed for weight, normed in normalised.values())
         return [Score(float(t), c, m) for t, c, m in zip(totals, components, info)]
+
+    def combine(self, components: Sequence[Mapping[str, float]], *, partial: bool = False) -> np.ndarray:
+        """The combined totals of a batch from each part's raw total (``components[i][name]``, as
+        :meth:`score` keeps them), normalised within this batch: re-ranking a subset of a batch
+        (the first k of N candidates) gives what scoring the subset alone would have given."""
+        return sum(weight * normed for weight, normed in self._normalised(components, partial).values())
+
+    def _normalised(self, components: Sequence[Mapping[str, float]], partial: bool) -> dict[str, tuple[float, np.ndarray]]:
+        return {
+            v.name: (w, normalize_batch([c[v.name] for c in components], self.normalize))
+            for v, w in self.parts
+            if v.supports_partial or not partial
+        }
