@@ -93,12 +93,14 @@ def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, search
         record.update(as_original(metrics.file_intelligibility(item.reference_wav, item.text), metrics.metric))
     if nested:
         record["nested"] = {}
+        by_choice = {tuple(record["search"]["chosen"]): measured}  # the same choice is the same audio: measured once
         for k in sorted(set(nested)):
             sub = searcher.best_of_first(found, k)
-            same = sub.chosen == record["search"]["chosen"]  # the same audio: measured already
+            if tuple(sub.chosen) not in by_choice:
+                by_choice[tuple(sub.chosen)] = _measure(metrics, sub.audio, item.text, prompt)
             record["nested"][str(k)] = {"chosen": sub.chosen, "tokens": sub.tokens,
                                         "seconds": round(len(sub.audio) / synth.sample_rate, 3),
-                                        **(measured if same else _measure(metrics, sub.audio, item.text, prompt))}  # fmt: skip
+                                        **by_choice[tuple(sub.chosen)]}  # fmt: skip
     return record
 
 
