@@ -81,7 +81,7 @@ class CombinedVerifier:
         return {v.name: v.prepare(request) for v, _ in self.parts}
 
     def score(self, wavs, request, state, *, partial=False):
-        parts = [(v, w) for v, w in self.parts if v.supports_partial or not partial]
+        parts = self._parts(partial)
         if not parts:
             raise ValueError(f"none of {[v.name for v, _ in self.parts]} supports partial scoring")
         components: list[dict[str, float]] = [{} for _ in wavs]
@@ -104,9 +104,9 @@ class CombinedVerifier:
         (the first k of N candidates) gives what scoring the subset alone would have given."""
         return sum(weight * normed for weight, normed in self._normalised(components, partial).values())
 
+    def _parts(self, partial: bool) -> list[tuple[Verifier, float]]:
+        """The (verifier, weight) pairs that score: with ``partial``, those that can judge partial audio."""
+        return [(v, w) for v, w in self.parts if v.supports_partial or not partial]
+
     def _normalised(self, components: Sequence[Mapping[str, float]], partial: bool) -> dict[str, tuple[float, np.ndarray]]:
-        return {
-            v.name: (w, normalize_batch([c[v.name] for c in components], self.normalize))
-            for v, w in self.parts
-            if v.supports_partial or not partial
-        }
+        return {v.name: (w, normalize_batch([c[v.name] for c in components], self.normalize)) for v, w in self._parts(partial)}
