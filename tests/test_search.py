@@ -164,6 +164,7 @@ def test_best_of_first_k_is_what_best_of_k_returns(synth):
     big = searcher(6)
     full = big(synth, "Hi there.", seed=1)
     cands = full.chunks[0].candidates
+    stored = [dict(c.components) for c in cands]
     for k in (1, 2, 3, 4, 6):
         alone = searcher(k)(synth, "Hi there.", seed=1)
         sub = big.best_of_first(full, k)
@@ -175,6 +176,7 @@ def test_best_of_first_k_is_what_best_of_k_returns(synth):
     assert "end" in [c.stop_reason for c in cands[:2]]
     assert any(big.best_of_first(full, k).chosen[0] != int(np.argmax([c.score for c in cands[:k]])) for k in (2, 3, 4))
     assert big.best_of_first(full, 6).chosen == [full.chunks[0].chosen]
+    assert [c.components for c in cands] == stored  # re-ranking leaves the candidates' own scores alone
     with pytest.raises(ValueError, match="between 1 and N=6"):
         big.best_of_first(full, 7)
     with pytest.raises(ValueError, match="do not nest"):
