@@ -60,6 +60,7 @@ def evaluate_scaling(
     its own. The searches reuse the metric's models (``metrics.verifiers``), so each loads once.
     """
     outdir = Path(outdir)
+    sizes = sorted(set(sizes))  # each point once, smallest first
     # all built first, so that a bad size fails before any work
     searchers = [(s, size, searcher_for(s, size, expand=expand, step_tokens=step_tokens,
                                         verifiers=None if s == "prm-sim+orm-wer" else verifiers,
