@@ -61,16 +61,15 @@ def evaluate_scaling(
     """
     outdir = Path(outdir)
     sizes = sorted(set(sizes))  # each point once, smallest first
-    # all built first, so that a bad size fails before any work
+    # all built first, so that a bad size fails before any work; best-of-N runs at its largest
+    # size only, the smaller ones are read off its candidates
     searchers = [(s, size, searcher_for(s, size, expand=expand, step_tokens=step_tokens,
                                         verifiers=None if s == "prm-sim+orm-wer" else verifiers,
                                         verifier_cache=metrics.verifiers))
-                 for s in strategies for size in sizes]  # fmt: skip
+                 for s in strategies for size in (sizes[-1:] if s == "best-of-n" else sizes)]  # fmt: skip
     points = []
     for strategy, size, searcher in searchers:
-        if not searcher.beam and size < max(sizes):
-            continue  # read off the largest best-of-N run below
-        nested = [s for s in sizes if s < size] if not searcher.beam else []
+        nested = [] if searcher.beam else sizes[:-1]
         folder = outdir / f"{strategy}-{size}"
         summary = evaluate_tts(synth, items, folder, metrics=metrics, searcher=searcher, params=params, seed=seed,
                                nested=nested, progress=progress)  # fmt: skip
