@@ -264,3 +264,70 @@ def test_several_shard_folders_train_as_one(shards, tmp_path, capsys):
         train_lm(config(shards, tmp_path / "mixed", data=[a, str(folders["other"])]))
     with pytest.raises(FileNotFoundError, match="nowhere: no such shard folder"):
         CodeShardDataset([a, str(tmp_path / "nowhere")])
+
+
+def _fsq_digits(codes: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    digits = []
+    for n in levels:
+        digits.append(codes % n)
+        codes = codes // n
+    return torch.stack(digits, -1)
+
+
+@pytest.mark.parametrize("levels", [[8, 8], None])
+def test_speech_noise_moves_only_read_speech_codes_to_fsq_neighbours(levels):
+    """speech_noise replaces about `rate` of the speech codes (never a text or control token);
+    with FSQ levels a replaced code is a real neighbour: every dimension at most one level away,
+    at least one moved, none off its range."""
+    from llasa.lm.vocab import SpeechVocab
+    from llasa.train.lm import corrupt_speech
+
+    vocab = SpeechVocab.from_tokenizer(build_tokenizer(None, CODEBOOK))
+    ids = torch.arange(0, vocab.speech_offset + CODEBOOK + 8).repeat(40, 1)  # text, controls, every code, beyond
+    out = corrupt_speech(ids, vocab, 0.3, levels, torch.Generator().manual_seed(0))
+    codes, new = ids - vocab.speech_offset, out - vocab.speech_offset
+    speech = (codes >= 0) & (codes < CODEBOOK)
+    assert torch.equal(out[~speech], ids[~speech])
+    assert ((new[speech] >= 0) & (new[speech] < CODEBOOK)).all()
+    changed = (out != ids) & speech
+    assert 0.25 < changed.sum() / speech.sum() < 0.35
+    if levels is not None:
+        step = (_fsq_digits(codes[changed], levels) - _fsq_digits(new[changed], levels)).abs()
+        assert step.max() == 1 and (step.sum(-1) >= 1).all()
+        assert (step.sum(-1) == 2).any()  # both dimensions may move at once
+    again = corrupt_speech(ids, vocab, 0.3, levels, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # a pure function of the generator: a resumed run sees the same noise
+    with pytest.raises(ValueError, match=r"speech_noise_levels \[8, 4\] make 32 codes, the vocabulary has 64"):
+        corrupt_speech(ids, vocab, 0.3, [8, 4], torch.Generator())
+
+
+def test_speech_noise_trains_on_clean_targets_and_resumes_exactly(shards, tmp_path):
+    """With speech_noise the model reads corrupted codes (so its training loss differs from a clean
+    run's on the same batches) but predicts the true ones and still learns; a killed run resumes
+    with the same noise."""
+    noisy = config(shards, tmp_path / "noisy", speech_noise=0.3, speech_noise_levels=[8, 8], max_steps=30, eval_every=10)
+    train_lm(noisy)
+    clean = log(tmp_path / "noisy")
+    train_lm(config(shards, tmp_path / "clean", max_steps=30, eval_every=10))
+    plain = log(tmp_path / "clean")
+    assert clean[0]["loss"] != pytest.approx(plain[0]["loss"], rel=1e-4)
+    evals = [r["eval_loss"] for r in clean if "eval_loss" in r]
+    assert evals[-1] < 0.8 * evals[0]
+    from llasa.data.tokenize import CodeShardDataset
+    from llasa.lm.vocab import SpeechVocab
+    from llasa.lm.prompt import training_example
+    from llasa.train.lm import collate, with_speech_noise
+
+    tokenizer = build_tokenizer(None, CODEBOOK)
+    rows = [training_example(tokenizer, np.asarray(CodeShardDataset(shards)[i]), max_length=256, pad=False) for i in range(4)]
+    batch = collate(rows, tokenizer.pad_token_id)
+    read = with_speech_noise(batch, SpeechVocab.from_tokenizer(tokenizer), LMTrainConfig.from_dict(noisy), 3, 0)
+    assert not torch.equal(read["input_ids"], batch["input_ids"])
+    assert torch.equal(read["labels"], batch["labels"]) and torch.equal(read["attention_mask"], batch["attention_mask"])
+    split = {**noisy, "output_dir": str(tmp_path / "split")}
+    train_lm(split, max_steps=8)
+    train_lm(split)
+    np.testing.assert_allclose([r["loss"] for r in log(tmp_path / "split")], [r["loss"] for r in clean], rtol=1e-5)
+    for bad, match in (({"speech_noise": 1.0}, "speech_noise must be in"), ({"speech_noise_levels": [1, 64]}, "FSQ levels")):
+        with pytest.raises(ValueError, match=match):
+            LMTrainConfig.from_dict(config(shards, tmp_path / "bad", **bad))

@@ -89,6 +89,13 @@ class LMTrainConfig:
     eval_text_gain: bool = True
     save_every: int = 200
     keep_checkpoints: int = 2
+    # exposure-bias training: this fraction of the speech codes the model *reads* (never the
+    # targets) is replaced, so it learns to say the right next frame after a wrong one of its own
+    speech_noise: float = 0.0
+    # the codec's FSQ levels (e.g. [8, 5, 5, 5]): a replaced code becomes an FSQ neighbour (each
+    # dimension one level up or down with probability 1/2, at least one moved), like the near
+    # misses a small LM samples; without them, a uniformly random code
+    speech_noise_levels: list[int] | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "LMTrainConfig":
@@ -104,6 +111,11 @@ class LMTrainConfig:
         for name in ("data", "output_dir"):
             if not raw.get(name):
                 raise ValueError(f"LM training config needs '{name}'")
+        if not 0 <= raw.get("speech_noise", 0.0) < 1:
+            raise ValueError(f"speech_noise must be in [0, 1), got {raw['speech_noise']}")
+        levels = raw.get("speech_noise_levels")
+        if levels is not None and (not levels or any(int(n) < 2 for n in levels)):
+            raise ValueError(f"speech_noise_levels must be FSQ levels (each >= 2), got {levels}")
         if raw.get("attention", "official") not in ("official", "causal"):
             raise ValueError(f"attention must be 'official' or 'causal', got {raw['attention']!r}")
         return cls(**raw)
@@ -174,6 +186,44 @@ def collate(examples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, t
             out[i, : len(e[key])] = e[key]
         batch[key] = out
     return batch
+
+
+def corrupt_speech(input_ids: torch.Tensor, vocab: SpeechVocab, rate: float, levels: list[int] | None,
+                   generator: torch.Generator) -> torch.Tensor:
+    """A copy of ``input_ids`` with a fraction ``rate`` of its speech codes replaced (see
+    ``LMTrainConfig.speech_noise``); every other token is left as it is."""
+    codes = input_ids - vocab.speech_offset
+    speech = (codes >= 0) & (codes < vocab.codebook_size)
+    hit = speech & (torch.rand(input_ids.shape, generator=generator) < rate)
+    if levels is None:
+        new = torch.randint(0, vocab.codebook_size, input_ids.shape, generator=generator)
+    else:
+        if math.prod(levels) != vocab.codebook_size:
+            raise ValueError(f"speech_noise_levels {levels} make {math.prod(levels)} codes, the vocabulary has "
+                             f"{vocab.codebook_size}")  # fmt: skip
+        shape = (*input_ids.shape, len(levels))
+        steps = (torch.rand(shape, generator=generator) < 0.5) * (torch.randint(0, 2, shape, generator=generator) * 2 - 1)
+        # a code with no dimension drawn moves on one random dimension: it always changes
+        forced = torch.nn.functional.one_hot(torch.randint(0, len(levels), input_ids.shape, generator=generator), len(levels))
+        forced = forced * (torch.randint(0, 2, (*input_ids.shape, 1), generator=generator) * 2 - 1)
+        steps = torch.where((steps == 0).all(-1, keepdim=True), forced, steps)
+        new, basis, rest = torch.zeros_like(codes), 1, codes.clamp(0, vocab.codebook_size - 1)
+        for d, n in enumerate(levels):  # FSQ index = digit_0 + n_0 (digit_1 + n_1 (...))
+            digit, rest = rest % n, rest // n
+            moved = digit + steps[..., d]
+            moved = torch.where((moved < 0) | (moved >= n), digit - steps[..., d], moved)  # off the edge: the other way
+            new += moved * basis
+            basis *= n
+    return torch.where(hit, new + vocab.speech_offset, input_ids)
+
+
+def with_speech_noise(batch: dict[str, torch.Tensor], vocab: SpeechVocab, cfg: LMTrainConfig, step: int,
+                      part: int) -> dict[str, torch.Tensor]:
+    """The micro-batch ``part`` of ``step`` as the model reads it under ``cfg.speech_noise``: the
+    inputs corrupted, the labels (the targets) untouched. The noise is a function of (seed,
+    step, part), so a resumed run reads what an uninterrupted one did."""
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + part)
+    return {**batch, "input_ids": corrupt_speech(batch["input_ids"], vocab, cfg.speech_noise, cfg.speech_noise_levels, generator)}
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor], *, official_mask: bool = True) -> tuple[torch.Tensor, int]:
@@ -368,6 +418,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
     set_seed(cfg.seed)
     check_data_dirs(data_dirs(cfg))
     tokenizer = _resolve_tokenizer(cfg)
+    vocab = SpeechVocab.from_tokenizer(tokenizer)
     if cfg.continue_from and not (resume and _latest_checkpoint(out)):
         if not (Path(cfg.continue_from) / PROGRESS_FILE).is_file():
             raise ValueError(f"continue_from '{cfg.continue_from}' has no {PROGRESS_FILE}: it was not written by llasa train lm")
@@ -442,7 +493,9 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         for group in optimizer.param_groups:
             group["lr"] = rate(step)
         loss_sum = 0.0
-        for batch in micro:
+        for a, batch in enumerate(micro):
+            if cfg.speech_noise:
+                batch = with_speech_noise(batch, vocab, cfg, step, a * world + rank)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             # accumulate() syncs gradients (DDP/FSDP/DeepSpeed) and steps only on the last micro-batch
             with accelerator.accumulate(model), accelerator.autocast():
