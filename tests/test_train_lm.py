@@ -305,18 +305,18 @@ def test_speech_noise_trains_on_clean_targets_and_resumes_exactly(shards, tmp_pa
     """With speech_noise the model reads corrupted codes (so its training loss differs from a clean
     run's on the same batches) but predicts the true ones and still learns; a killed run resumes
     with the same noise."""
+    from llasa.data.tokenize import CodeShardDataset
+    from llasa.lm.prompt import training_example
+    from llasa.lm.vocab import SpeechVocab
+    from llasa.train.lm import collate, with_speech_noise
+
     noisy = config(shards, tmp_path / "noisy", speech_noise=0.3, speech_noise_levels=[8, 8], max_steps=30, eval_every=10)
     train_lm(noisy)
-    clean = log(tmp_path / "noisy")
+    noisy_log = log(tmp_path / "noisy")
     train_lm(config(shards, tmp_path / "clean", max_steps=30, eval_every=10))
-    plain = log(tmp_path / "clean")
-    assert clean[0]["loss"] != pytest.approx(plain[0]["loss"], rel=1e-4)
-    evals = [r["eval_loss"] for r in clean if "eval_loss" in r]
+    assert noisy_log[0]["loss"] != pytest.approx(log(tmp_path / "clean")[0]["loss"], rel=1e-4)
+    evals = [r["eval_loss"] for r in noisy_log if "eval_loss" in r]
     assert evals[-1] < 0.8 * evals[0]
-    from llasa.data.tokenize import CodeShardDataset
-    from llasa.lm.vocab import SpeechVocab
-    from llasa.lm.prompt import training_example
-    from llasa.train.lm import collate, with_speech_noise
 
     tokenizer = build_tokenizer(None, CODEBOOK)
     rows = [training_example(tokenizer, np.asarray(CodeShardDataset(shards)[i]), max_length=256, pad=False) for i in range(4)]
@@ -327,7 +327,7 @@ def test_speech_noise_trains_on_clean_targets_and_resumes_exactly(shards, tmp_pa
     split = {**noisy, "output_dir": str(tmp_path / "split")}
     train_lm(split, max_steps=8)
     train_lm(split)
-    np.testing.assert_allclose([r["loss"] for r in log(tmp_path / "split")], [r["loss"] for r in clean], rtol=1e-5)
+    np.testing.assert_allclose([r["loss"] for r in log(tmp_path / "split")], [r["loss"] for r in noisy_log], rtol=1e-5)
     for bad, match in (({"speech_noise": 1.0}, "speech_noise must be in"), ({"speech_noise_levels": [1, 64]}, "FSQ levels")):
         with pytest.raises(ValueError, match=match):
             LMTrainConfig.from_dict(config(shards, tmp_path / "bad", **bad))
