@@ -5,7 +5,9 @@
 - codec_test.jsonl: up to 6 test recordings per voice (for `llasa eval codec`);
 - tts_seen.jsonl: 4 held-out sentences per seen voice, prompted with a validation clip of
   that voice (another sentence);
-- tts_unseen.jsonl: 10 sentences of the held-out voice, prompted with its first test clip.
+- tts_unseen.jsonl: 10 sentences of the held-out voice, prompted with its first test clip;
+- tts_seen_noprompt.jsonl: tts_seen's sentences with no voice prompt (the model picks a voice:
+  its WER, next to tts_seen's, separates reading the text from continuing a prompt).
 Items alternate between voices, so `--limit N` still covers many voices.
 """
 
@@ -71,6 +73,7 @@ def main() -> None:
         else:
             seen += [tts_item(x, prompts[voice]) for x in items[:4]]
     write(out / "tts_seen.jsonl", round_robin(seen))
+    write(out / "tts_seen_noprompt.jsonl", [{k: v for k, v in x.items() if not k.startswith("prompt")} for x in round_robin(seen)])
     write(out / "tts_unseen.jsonl", unseen)
 
 

@@ -331,3 +331,129 @@ def test_speech_noise_trains_on_clean_targets_and_resumes_exactly(shards, tmp_pa
     for bad, match in (({"speech_noise": 1.0}, "speech_noise must be in"), ({"speech_noise_levels": [1, 64]}, "FSQ levels")):
         with pytest.raises(ValueError, match=match):
             LMTrainConfig.from_dict(config(shards, tmp_path / "bad", **bad))
+
+
+class _Predicts:
+    """A stand-in LM whose prediction at position t is, with certainty, speech code t % CODEBOOK."""
+
+    def __init__(self, vocab):
+        self.vocab, self.weight = vocab, torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        return iter([self.weight])
+
+    def __call__(self, input_ids, attention_mask=None):
+        b, t = input_ids.shape
+        logits = torch.full((b, t, self.vocab.speech_offset + CODEBOOK + 8), -1e4)
+        logits[:, torch.arange(t), self.vocab.speech_offset + torch.arange(t) % CODEBOOK] = 0.0
+        return type("Out", (), {"logits": logits})
+
+
+def test_speech_self_feed_reads_the_models_own_prediction_of_each_replaced_frame():
+    """speech_self_feed replaces about `rate` of the speech codes the model reads with the code the
+    model predicted for that position from the true past (the prediction made one position
+    earlier), never a text or control token, never a label; the same (seed, step) draws the same."""
+    from llasa.lm.vocab import SpeechVocab
+    from llasa.train.lm import with_self_feed
+
+    vocab = SpeechVocab.from_tokenizer(build_tokenizer(None, CODEBOOK))
+    ids = torch.arange(0, vocab.speech_offset + CODEBOOK + 8).repeat(40, 1)  # text, controls, every code, beyond
+    batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+    cfg = LMTrainConfig(data="x", output_dir="y", speech_self_feed=0.3, attention="causal")
+    read = with_self_feed(_Predicts(vocab), batch, vocab, cfg, 5, 0)
+    out = read["input_ids"]
+    codes = ids - vocab.speech_offset
+    speech = (codes >= 0) & (codes < CODEBOOK)
+    assert torch.equal(out[~speech], ids[~speech]) and torch.equal(read["labels"], ids)
+    changed = out != ids
+    assert 0.25 < changed.sum() / speech.sum() < 0.35
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    assert torch.equal(out[changed], vocab.speech_offset + (positions[changed] - 1) % CODEBOOK)
+    assert torch.equal(with_self_feed(_Predicts(vocab), batch, vocab, cfg, 5, 0)["input_ids"], out)
+    assert not torch.equal(with_self_feed(_Predicts(vocab), batch, vocab, cfg, 6, 0)["input_ids"], out)
+
+
+def test_speech_self_feed_trains_and_resumes_exactly(shards, tmp_path):
+    """Training with speech_self_feed (with speech_noise on top) learns, differs from the same run
+    with speech_noise alone, and a killed run resumes with the same draws; a rate of 1 is refused."""
+    fed = config(shards, tmp_path / "fed", speech_self_feed=0.3, speech_noise=0.1, max_steps=16, eval_every=8)
+    train_lm(fed)
+    fed_log = log(tmp_path / "fed")
+    train_lm(config(shards, tmp_path / "noise_only", speech_noise=0.1, max_steps=2))
+    assert fed_log[0]["loss"] != pytest.approx(log(tmp_path / "noise_only")[0]["loss"], rel=1e-4)
+    evals = [r["eval_loss"] for r in fed_log if "eval_loss" in r]
+    assert evals[-1] < evals[0]
+    split = {**fed, "output_dir": str(tmp_path / "split")}
+    train_lm(split, max_steps=8)
+    train_lm(split)
+    np.testing.assert_allclose([r["loss"] for r in log(tmp_path / "split")], [r["loss"] for r in fed_log], rtol=1e-5)
+    with pytest.raises(ValueError, match="speech_self_feed must be in"):
+        LMTrainConfig.from_dict(config(shards, tmp_path / "bad", speech_self_feed=1.0))
+
+
+@pytest.fixture(scope="module")
+def voiced_shards(tmp_path_factory) -> Path:
+    """Shards with an index (speaker and text of each row), as `llasa data tokenize` writes them."""
+    out = tmp_path_factory.mktemp("voiced")
+    tokenizer = build_tokenizer(None, CODEBOOK)
+    tokenizer.save_pretrained(out / "tokenizer")
+    rng = np.random.default_rng(1)
+    rows, index = [], []
+    for k in range(24):
+        text = " ".join(rng.choice(WORDS, size=rng.integers(2, 4)))
+        codes = rng.integers(0, CODEBOOK, size=rng.integers(8, 20))
+        rows.append(memmap_row(tokenizer, text, codes, max_length=256))
+        index.append({"row": k, "speaker": f"v{k % 3}", "text": text, "codes": codes.tolist()})
+    np.stack(rows).astype(np.int32).tofile(out / "shard-00000-of-00001.memmap")
+    np.save(out / "shard-00000-of-00001_shape.npy", np.array([len(rows), 256]))
+    (out / "shard-00000-of-00001.index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in index))
+    return out
+
+
+def test_voice_pairs_join_two_utterances_of_a_speaker_as_a_cloned_prompt_reads(voiced_shards, shards, tmp_path):
+    """Under voice_pairs an example is another utterance of the same speaker, then this one, laid
+    out exactly as inference lays out a prompt cloned from the first (transcript + text, the
+    first's codes) and continued by the second's codes; about `rate` of the steps join their rows
+    (all or none), the same (step, row) joins the same partner; rows without speakers are a named
+    error."""
+    from llasa.data.tokenize import CodeShardDataset
+    from llasa.lm.prompt import prompt_ids
+    from llasa.lm.vocab import SpeechVocab
+    from llasa.train.lm import _Examples
+
+    tokenizer = build_tokenizer(None, CODEBOOK)
+    vocab = SpeechVocab.from_tokenizer(tokenizer)
+    data = CodeShardDataset(voiced_shards)
+    index = [data.metadata(i) for i in range(len(data))]
+    examples = _Examples(data, tokenizer, 256, np.arange(len(data)), voice_pairs=1.0, seed=0)
+    for i in range(len(data)):
+        ids = examples.example(i, step=3)["input_ids"].tolist()
+        own = index[i]
+        tail = [vocab.speech_offset + c for c in own["codes"]] + [vocab.sge_id]
+        partners = [p for p in index if p is not own and ids[: len(ids) - len(tail) - 1] == prompt_ids(
+            tokenizer, own["text"], voice_text=p["text"], voice_codes=np.array(p["codes"]))]  # fmt: skip
+        assert len(partners) == 1 and partners[0]["speaker"] == own["speaker"]
+        assert ids[len(ids) - len(tail) - 1 : -1] == tail  # then this row's codes, SGE (and the closing eot)
+    assert torch.equal(examples.example(5, 3)["input_ids"], examples.example(5, 3)["input_ids"])
+    assert any(not torch.equal(examples.example(5, 3)["input_ids"], examples.example(5, s)["input_ids"]) for s in range(4, 9))
+    half = _Examples(data, tokenizer, 256, np.arange(len(data)), voice_pairs=0.5, seed=0)
+    joined = np.array([[len(half.example(i, s)["input_ids"]) > len(half[i]["input_ids"]) for i in range(len(data))]
+                       for s in range(60)])  # fmt: skip
+    assert (joined.all(1) | ~joined.any(1)).all()  # a step joins all its rows or none
+    assert 0.35 < joined.mean() < 0.65
+    with pytest.raises(ValueError, match="voice_pairs needs the speaker of every training row"):
+        _Examples(CodeShardDataset(shards), tokenizer, 256, np.arange(4), voice_pairs=0.5)
+
+
+def test_voice_pairs_train_and_resume_exactly(voiced_shards, tmp_path):
+    paired = config(voiced_shards, tmp_path / "paired", voice_pairs=0.5, max_steps=8, eval_every=4, eval_rows=4)
+    train_lm(paired)
+    train_lm(config(voiced_shards, tmp_path / "single", max_steps=8, eval_every=4, eval_rows=4))
+    losses = [[r["loss"] for r in log(tmp_path / run)] for run in ("paired", "single")]
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4)
+    split = {**paired, "output_dir": str(tmp_path / "split")}
+    train_lm(split, max_steps=4)
+    train_lm(split)
+    np.testing.assert_allclose([r["loss"] for r in log(tmp_path / "split")], [r["loss"] for r in log(tmp_path / "paired")], rtol=1e-5)
+    with pytest.raises(ValueError, match="voice_pairs must be in"):
+        LMTrainConfig.from_dict(config(voiced_shards, tmp_path / "bad", voice_pairs=1.5))

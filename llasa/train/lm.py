@@ -96,6 +96,18 @@ class LMTrainConfig:
     # dimension one level up or down with probability 1/2, at least one moved), like the near
     # misses a small LM samples; without them, a uniformly random code
     speech_noise_levels: list[int] | None = None
+    # exposure-bias training with the model's own errors (parallel scheduled sampling, Duckworth
+    # et al. 2019): a first forward pass without gradients predicts every speech frame from the
+    # true past; this fraction of the speech codes the model then reads is replaced by a code
+    # sampled from that prediction (at the inference temperature). One more forward pass per
+    # step (about a third more compute); combines with speech_noise, which is applied after
+    speech_self_feed: float = 0.0
+    # voice-cloning format: in this fraction of the steps each example is one utterance joined after
+    # another of the same speaker, as a cloned prompt is laid out (the two texts joined by a
+    # space, then both utterances' codes). A model trained on single utterances has never seen
+    # speech go on after a finished sentence, which is where a cloned voice prompt leaves it.
+    # Needs the speaker of every row (the shard index that `llasa data tokenize` writes)
+    voice_pairs: float = 0.0
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "LMTrainConfig":
@@ -111,8 +123,11 @@ class LMTrainConfig:
         for name in ("data", "output_dir"):
             if not raw.get(name):
                 raise ValueError(f"LM training config needs '{name}'")
-        if not 0 <= raw.get("speech_noise", 0.0) < 1:
-            raise ValueError(f"speech_noise must be in [0, 1), got {raw['speech_noise']}")
+        for name in ("speech_noise", "speech_self_feed"):
+            if not 0 <= raw.get(name, 0.0) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {raw[name]}")
+        if not 0 <= raw.get("voice_pairs", 0.0) <= 1:
+            raise ValueError(f"voice_pairs must be in [0, 1], got {raw['voice_pairs']}")
         levels = raw.get("speech_noise_levels")
         if levels is not None and (not levels or any(int(n) < 2 for n in levels)):
             raise ValueError(f"speech_noise_levels must be FSQ levels (each >= 2), got {levels}")
@@ -217,19 +232,55 @@ def corrupt_speech(input_ids: torch.Tensor, vocab: SpeechVocab, rate: float, lev
     return torch.where(hit, new + vocab.speech_offset, input_ids)
 
 
+def _noise_seed(cfg: LMTrainConfig, step: int, part: int) -> int:
+    return cfg.seed * 1_000_003 + step * 1009 + part
+
+
 def with_speech_noise(batch: dict[str, torch.Tensor], vocab: SpeechVocab, cfg: LMTrainConfig, step: int,
                       part: int) -> dict[str, torch.Tensor]:
     """The micro-batch ``part`` of ``step`` as the model reads it under ``cfg.speech_noise``: the
     inputs corrupted, the labels (the targets) untouched. The noise is a function of (seed,
     step, part), so a resumed run reads what an uninterrupted one did."""
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + part)
+    generator = torch.Generator().manual_seed(_noise_seed(cfg, step, part))
     return {**batch, "input_ids": corrupt_speech(batch["input_ids"], vocab, cfg.speech_noise, cfg.speech_noise_levels, generator)}
+
+
+@torch.no_grad()
+def with_self_feed(model, batch: dict[str, torch.Tensor], vocab: SpeechVocab, cfg: LMTrainConfig, step: int,
+                   part: int) -> dict[str, torch.Tensor]:
+    """The micro-batch ``part`` of ``step`` as the model reads it under ``cfg.speech_self_feed``:
+    a fraction of its speech codes replaced by codes the model itself samples, from one forward
+    pass over the true inputs; labels untouched. Which codes, and the draws, are a function of
+    (seed, step, part) (and of the weights), so a resumed run reads what an uninterrupted one did."""
+    from llasa.lm.sampling import SamplingParams
+
+    ids = batch["input_ids"]
+    codes = ids - vocab.speech_offset
+    generator = torch.Generator().manual_seed(_noise_seed(cfg, step, part) + 500_009)
+    hit = (codes >= 0) & (codes < vocab.codebook_size) & (torch.rand(ids.shape, generator=generator) < cfg.speech_self_feed)
+    hit[:, 0] = False  # nothing predicts the first token
+    rows, cols = hit.nonzero(as_tuple=True)
+    if not len(rows):
+        return batch
+    device = next(model.parameters()).device
+    logits = _logits(model, {k: v.to(device) for k, v in batch.items()}, official_mask=cfg.attention == "official")
+    # the frame at t is predicted at t - 1; only speech codes may be drawn
+    speech = logits[rows, cols - 1, vocab.speech_offset : vocab.speech_offset + vocab.codebook_size].float()
+    draw = torch.Generator(device=speech.device).manual_seed(_noise_seed(cfg, step, part) + 700_001)
+    drawn = torch.multinomial(torch.softmax(speech / SamplingParams().temperature, -1), 1, generator=draw).squeeze(-1)
+    fed = ids.clone()
+    fed[rows, cols] = drawn.to(ids.device) + vocab.speech_offset
+    return {**batch, "input_ids": fed}
+
+
+def _logits(model, batch: dict[str, torch.Tensor], *, official_mask: bool) -> torch.Tensor:
+    mask = batch["attention_mask"] if official_mask else None
+    return model(input_ids=batch["input_ids"], attention_mask=mask).logits
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor], *, official_mask: bool = True) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the labelled positions, and their count."""
-    mask = batch["attention_mask"] if official_mask else None
-    logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits
+    logits = _logits(model, batch, official_mask=official_mask)
     targets = batch["labels"][:, 1:]
     loss = torch.nn.functional.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
@@ -329,10 +380,54 @@ def build_model(cfg: LMTrainConfig, tokenizer):
 
 
 class _Examples:
-    """Rows of a shard dataset rendered into training examples on demand."""
+    """Rows of a shard dataset rendered into training examples on demand; with ``voice_pairs``,
+    :meth:`example` sometimes joins a row after another of the same speaker."""
 
-    def __init__(self, dataset, tokenizer, max_length: int, indices: np.ndarray):
+    def __init__(self, dataset, tokenizer, max_length: int, indices: np.ndarray, *, voice_pairs: float = 0.0,
+                 seed: int = 0):
         self.dataset, self.tokenizer, self.max_length, self.indices = dataset, tokenizer, max_length, indices
+        self.voice_pairs, self.seed = voice_pairs, seed
+        if voice_pairs:
+            speakers = []
+            for i in indices:
+                try:
+                    speakers.append(dataset.metadata(int(i))["speaker"])
+                except (ValueError, KeyError) as err:
+                    raise ValueError(f"voice_pairs needs the speaker of every training row (the shard index "
+                                     f"written by `llasa data tokenize`): row {int(i)}: {err}") from None
+            _, self._voice = np.unique(speakers, return_inverse=True)
+            self._same_voice = [np.flatnonzero(self._voice == v) for v in range(self._voice.max() + 1)]
+            self._vocab = SpeechVocab.from_tokenizer(tokenizer)
+            self._space = tokenizer(" ", add_special_tokens=False)["input_ids"]
+
+    def example(self, i: int, step: int) -> dict[str, torch.Tensor]:
+        """Example ``i`` as training step ``step`` reads it: under ``voice_pairs``, joined after
+        another utterance of its speaker in that fraction of the steps (a whole batch or none of
+        it, so the single rows are not padded to the length of the joined ones). The draws are a
+        function of (seed, step, i), so resumed runs read the same."""
+        if self.voice_pairs and np.random.default_rng((self.seed, step)).random() < self.voice_pairs:
+            others = self._same_voice[self._voice[i]]
+            if len(others) > 1:
+                j = int(np.random.default_rng((self.seed, step, int(i))).choice(others[others != i]))
+                joined = self._joined(np.asarray(self.dataset[int(self.indices[j])]), np.asarray(self.dataset[int(self.indices[i])]))
+                if joined is not None:
+                    return training_example(self.tokenizer, joined, max_length=self.max_length, pad=False)
+        return self[i]
+
+    def _joined(self, first: np.ndarray, second: np.ndarray) -> np.ndarray | None:
+        """``TUS text1 ␣ text2 TUE SGS codes1 codes2 SGE``: what a prompt cloned from ``first``
+        reads, then the speech for ``second``. Token ids are joined, not the strings re-tokenized:
+        exact for the byte-level tokenizer, a near neighbour of the joined string's tokens for a
+        BPE one. None when a row is truncated or the pair would not fit ``max_length``."""
+        parts = []
+        for row in (first, second):
+            sgs, sge = np.flatnonzero(row == self._vocab.sgs_id), np.flatnonzero(row == self._vocab.sge_id)
+            if not sgs.size or not sge.size:
+                return None
+            parts.append((row[: sgs[0]], row[sgs[0] : sge[0] + 1]))
+        (text1, speech1), (text2, speech2) = parts
+        joined = np.concatenate([text1[:-1], self._space, text2[1:], speech1[:-1], speech2[1:]])
+        return joined if len(joined) <= self.max_length else None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -374,15 +469,16 @@ class _SwappedText(_Examples):
 def _split(cfg: LMTrainConfig, tokenizer) -> tuple[_Examples, _Examples]:
     data = CodeShardDataset(data_dirs(cfg))
     n = len(data)
+    pairs = {"voice_pairs": cfg.voice_pairs, "seed": cfg.seed}  # held-out rows stay single: a comparable loss
     if cfg.eval_data:
         eval_set = CodeShardDataset(cfg.eval_data)
         return (
-            _Examples(data, tokenizer, cfg.max_length, np.arange(n)),
+            _Examples(data, tokenizer, cfg.max_length, np.arange(n), **pairs),
             _Examples(eval_set, tokenizer, cfg.max_length, np.arange(len(eval_set))),
         )
     n_eval = min(cfg.eval_rows, n // 10)
     return (
-        _Examples(data, tokenizer, cfg.max_length, np.arange(n - n_eval)),
+        _Examples(data, tokenizer, cfg.max_length, np.arange(n - n_eval), **pairs),
         _Examples(data, tokenizer, cfg.max_length, np.arange(n - n_eval, n)),
     )
 
@@ -483,7 +579,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
         rows = order.batch(step, global_batch)
         micro = [
             collate(
-                [train_set[r] for r in rows[(a * world + rank) * cfg.batch_size : (a * world + rank + 1) * cfg.batch_size]],
+                [train_set.example(r, step) for r in rows[(a * world + rank) * cfg.batch_size : (a * world + rank + 1) * cfg.batch_size]],
                 tokenizer.pad_token_id,
             )
             for a in range(cfg.grad_accum)
@@ -494,6 +590,9 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             group["lr"] = rate(step)
         loss_sum = 0.0
         for a, batch in enumerate(micro):
+            if cfg.speech_self_feed:
+                with accelerator.autocast():
+                    batch = with_self_feed(model, batch, vocab, cfg, step, a * world + rank)
             if cfg.speech_noise:
                 batch = with_speech_noise(batch, vocab, cfg, step, a * world + rank)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
