@@ -37,7 +37,7 @@ done
 CONTINUE=()
 if [ -f llasa/assets/default/lm/progress.json ]; then CONTINUE=(--continue-from llasa/assets/default/lm); fi
 llasa train lm configs/lm_default.yaml "${CONTINUE[@]}"
-python scripts/export_default.py --lm runs/lm_pairs2/final
+python scripts/export_default.py --lm runs/lm_pairs3/final
 # stage 2 of the codec: the GAN on the decoder only, from the shipped codec (codes unchanged),
 # on all five corpora
 llasa train codec configs/codec_small_gan.yaml
