@@ -211,6 +211,18 @@ def test_config_errors_name_the_problem(corpus, tmp_path):
         CodecTrainer(load_config(recipe))
 
 
+@pytest.mark.parametrize("has_bf16", [False, True], ids=["avx2-only", "amx"])
+def test_bf16_auto_autocasts_only_where_the_cpu_computes_bf16(corpus, tmp_path, monkeypatch, has_bf16):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    trainer = CodecTrainer(load_config(_recipe(corpus, tmp_path, bf16="auto", device="cpu")))
+    assert (trainer.bf16, trainer.bf16_discriminators) == (has_bf16, False)
+    recon, _, _ = trainer.reconstruct(trainer.eval_batch)
+    assert recon.dtype == torch.float32  # losses stay fp32 either way
+    with pytest.raises(ValueError, match="train.bf16 must be true, false or auto, got 'yes'"):
+        CodecTrainer(load_config(_recipe(corpus, tmp_path, bf16="yes")))
+
+
 def test_training_audio_may_come_from_several_sources(corpus, tmp_path):
     """data.train: a list of manifests and folders reads all their files (more corpora for a stage)."""
     one = list_audio(corpus / "train.jsonl")

@@ -47,6 +47,7 @@ from llasa.codec.losses import (
 from llasa.codec.mel_encoder import build_codec_model, is_mel_config
 from llasa.config import load_config_file
 from llasa.data.manifest import AUDIO_SUFFIXES, read_jsonl
+from llasa.train.precision import resolve_precision
 
 LOG_FILE = "log.jsonl"
 STATE_FILE = "training_state.pt"
@@ -103,7 +104,9 @@ DEFAULTS: dict[str, Any] = {
         "max_steps": 100_000,
         "seed": 0,
         "device": "auto",
-        "bf16": True,  # autocast for the generator; FSQ, STFTs and losses stay fp32
+        # autocast for the generator (FSQ, STFTs and losses stay fp32): true, false, or "auto" (bf16
+        # where the hardware computes it, llasa/train/precision.py)
+        "bf16": "auto",
         "bf16_discriminators": False,  # narrow 2-D convs ran slower in bf16 on CPU
         # train only `acoustic_decoder` of an `init_from` codec (encoder, quantizer frozen, in eval
         # mode): a GAN stage after an LM was trained on the codec's codes leaves those codes intact
@@ -276,6 +279,13 @@ class CodecTrainer:
         if train["threads"]:
             torch.set_num_threads(int(train["threads"]))
         self.device = _device(train["device"])
+        for name in ("bf16", "bf16_discriminators"):
+            if train[name] not in (True, False, "auto"):
+                raise ValueError(f"train.{name} must be true, false or auto, got {train[name]!r}")
+        self.bf16, self.bf16_discriminators = (
+            resolve_precision(train[name], self.device, where=f"train.{name}") == "bf16"
+            for name in ("bf16", "bf16_discriminators")
+        )
         torch.manual_seed(train["seed"])
         self.generator = _build_generator(config).to(self.device)
         self.mel_model = is_mel_config(self.generator.config)
@@ -418,7 +428,7 @@ class CodecTrainer:
 
     def reconstruct(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, 1, N) -> (reconstruction, codes, semantic loss or None)."""
-        with self._autocast(self.config["train"]["bf16"]):
+        with self._autocast(self.bf16):
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config["train"]["decoder_only"]):
                 encoded, features = self._encode(wav)
             recon = self.generator.decode(latents=encoded.latents).audio_values[..., : wav.shape[-1]]
@@ -431,7 +441,7 @@ class CodecTrainer:
         return recon.float(), encoded.audio_codes, semantic
 
     def _discriminate(self, wav: torch.Tensor):
-        with self._autocast(self.config["train"]["bf16_discriminators"]):
+        with self._autocast(self.bf16_discriminators):
             return {name: d(wav) for name, d in self.discriminators.items()}
 
     def _segments(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -521,6 +531,7 @@ def train_codec(config: dict | str | Path, *, resume: bool = True, max_steps: in
     last_step = int(max_steps if max_steps is not None else train["max_steps"])
 
     trainer = CodecTrainer(config)
+    tqdm.write(f"precision: generator {'bf16' if trainer.bf16 else 'fp32'}, discriminators {'bf16' if trainer.bf16_discriminators else 'fp32'}")
     checkpoints = _checkpoints(output_dir)
     if checkpoints and resume:
         trainer.load(checkpoints[-1])

@@ -26,6 +26,8 @@ from llasa.data.tokenize import CodeShardDataset
 from llasa.lm.frontend import CONFIG_KEY
 from llasa.lm.prompt import training_example
 from llasa.lm.vocab import SpeechVocab
+from llasa.train.precision import CHOICES as PRECISIONS
+from llasa.train.precision import resolve_precision
 
 STATE_DIR = "train_state"
 PROGRESS_FILE = "progress.json"  # step and tokens of the run that wrote a checkpoint
@@ -72,7 +74,9 @@ class LMTrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    mixed_precision: str = "bf16"  # "no", "bf16" or "fp16"
+    # "auto" (bf16 where the hardware computes it, else fp32: llasa/train/precision.py), "no",
+    # "bf16" or "fp16"
+    mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
     # "official": attention_mask = input_ids != pad, which also hides the <|eot_id|> closing the
     # system and user turns (LLaSA_training's quirk); "causal": every token is visible, exactly
@@ -131,6 +135,10 @@ class LMTrainConfig:
         levels = raw.get("speech_noise_levels")
         if levels is not None and (not levels or any(int(n) < 2 for n in levels)):
             raise ValueError(f"speech_noise_levels must be FSQ levels (each >= 2), got {levels}")
+        if isinstance(raw.get("mixed_precision"), bool):  # YAML reads a bare `no` as false
+            raw["mixed_precision"] = "bf16" if raw["mixed_precision"] else "no"
+        if raw.get("mixed_precision", "auto") not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {raw['mixed_precision']!r}")
         if raw.get("attention", "official") not in ("official", "causal"):
             raise ValueError(f"attention must be 'official' or 'causal', got {raw['attention']!r}")
         return cls(**raw)
@@ -507,9 +515,10 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
 
     cfg = config if isinstance(config, LMTrainConfig) else LMTrainConfig.from_dict(load_config_file(config))
     out = Path(cfg.output_dir)
+    precision = resolve_precision(cfg.mixed_precision, "cuda" if torch.cuda.is_available() else "cpu", where="mixed_precision")
     # cpu=True is what lets accelerate form a gloo process group under torchrun on CPU-only hosts
     accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available()
+        mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available()
     )
     set_seed(cfg.seed)
     check_data_dirs(data_dirs(cfg))
@@ -537,6 +546,7 @@ def train_lm(config: LMTrainConfig | dict | str | Path, *, resume: bool = True, 
             train_batch_size=cfg.batch_size * cfg.grad_accum * accelerator.num_processes,
         )
     model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.print(f"precision: {'fp32' if precision == 'no' else precision} (mixed_precision: {cfg.mixed_precision})")
 
     step, total_tokens, progress = 0, 0, {}
     resumed = resume and (ckpt := _latest_checkpoint(out)) is not None
