@@ -188,6 +188,7 @@ class Synthesizer:
         self.sample_rate = codec.sample_rate
         self._template_length: int | None = None
         self.frontend = frontend_of(model)  # raw text, or the phonemes the model was trained on
+        self.sampling = SamplingParams.of_model(model)  # the model's recommended sampling, else the official
 
     @classmethod
     def from_pretrained(
@@ -293,18 +294,19 @@ class Synthesizer:
         voice: Voice | None = None,
         *,
         n: int = 1,
-        params: SamplingParams = SamplingParams(),
+        params: SamplingParams | None = None,
         seed: int | None = None,
         max_new_tokens: int | None = None,
     ) -> SpeechDecoder:
-        """A prefilled decoder for one chunk of text, for callers that step and select rows."""
+        """A prefilled decoder for one chunk of text, for callers that step and select rows
+        (``params``: default, the model's own, :attr:`sampling`)."""
         budget = self.max_new_tokens(text) if max_new_tokens is None else max_new_tokens
         return SpeechDecoder(
             self.model,
             self.vocab,
             self.prompt(text, voice),
             n=n,
-            params=params,
+            params=self.sampling if params is None else params,
             seed=seed,
             max_new_tokens=budget,
             min_new_tokens=self.min_new_tokens(text),
@@ -328,10 +330,10 @@ class Synthesizer:
         text: str,
         voice: Voice | None = None,
         *,
-        temperature: float = 0.8,
-        top_p: float = 1.0,
+        temperature: float | None = None,
+        top_p: float | None = None,
         top_k: int | None = None,
-        repetition_penalty: float = 1.0,
+        repetition_penalty: float | None = None,
         seed: int | None = None,
         n: int = 1,
         max_chunk_chars: int = MAX_CHUNK_CHARS,
@@ -341,9 +343,10 @@ class Synthesizer:
 
         ``n > 1`` samples n candidates after one shared prefill per chunk and returns a list of
         n arrays (candidate i joins the i-th sample of every chunk); ``n == 1`` returns one array.
-        ``temperature=0`` decodes greedily. Under a ``seed`` the result is reproducible.
+        ``temperature=0`` decodes greedily. Sampling settings left as None are the model's own
+        (:attr:`sampling`). Under a ``seed`` the result is reproducible.
         """
-        params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
+        params = self.sampling.but(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
         self._check_voice(voice)
         chunks = self.split_text(text, voice, max_chunk_chars=max_chunk_chars)
         pieces: list[list[np.ndarray]] = []  # [chunk][candidate]

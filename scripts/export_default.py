@@ -21,6 +21,7 @@ import torch
 from llasa.codec import Codec
 from llasa.defaults import DEFAULT_DIR
 from llasa.lm.model import load as load_lm
+from llasa.lm.sampling import SAMPLING_KEY
 from llasa.train.lm import PROGRESS_FILE
 from llasa.tts import Voice
 
@@ -64,6 +65,12 @@ def export_codec(source: str, out: Path, dtype: torch.dtype, corpus: Path) -> Co
 
 def export_lm(source: str, out: Path, dtype: torch.dtype) -> None:
     model, tokenizer = load_lm(source, dtype=torch.float32)
+    shipped = out / "lm" / "config.json"
+    sampling = json.loads(shipped.read_text()).get(SAMPLING_KEY) if shipped.is_file() else None
+    if sampling and not getattr(model.config, SAMPLING_KEY, None):
+        # the shipped model's measured sampling carries over; measure it again for the new weights
+        setattr(model.config, SAMPLING_KEY, sampling)
+        print(f"kept {SAMPLING_KEY} {sampling} of the shipped LM: re-measure it for these weights")
     if (out / "lm").exists():
         shutil.rmtree(out / "lm")
     model.to(dtype).save_pretrained(out / "lm")

@@ -224,6 +224,35 @@ def test_cli_tts(tmp_path, model_dirs, codec, target_codes):
     assert sr == 16000 and len(wav) == len(target_codes) * codec.hop_length
 
 
+def test_a_models_own_sampling_is_the_default_and_flags_override_it(tmp_path, random_synth, tokenizer, codec):
+    """`llasa_sampling` in config.json (the built-in model's recommended sampling) is what
+    tts, decoder and the CLI use unless told otherwise; a model without it samples officially."""
+    assert random_synth.sampling == SamplingParams()  # temperature 0.8, top-p 1.0
+    model = build_model("tiny", tokenizer, seed=1)
+    model.config.llasa_sampling = {"temperature": 0.0}  # greedy, so the effect is exact
+    save(model, tokenizer, tmp_path / "lm")
+    codec.save_pretrained(tmp_path / "codec")
+    greedy = Synthesizer.from_pretrained(tmp_path / "lm", tmp_path / "codec")
+    assert greedy.sampling == SamplingParams(temperature=0.0)
+    expected = random_synth.tts("Hi there.", temperature=0, progress=False)
+    np.testing.assert_array_equal(greedy.tts("Hi there.", seed=3, progress=False), expected)
+    np.testing.assert_array_equal(greedy.decoder("Hi there.").run()[0], random_synth.decoder("Hi there.", params=SamplingParams(0)).run()[0])
+    sampled = greedy.tts("Hi there.", temperature=0.8, seed=3, progress=False)  # an explicit flag wins
+    np.testing.assert_array_equal(sampled, random_synth.tts("Hi there.", seed=3, progress=False))
+    assert not np.array_equal(sampled, expected)
+
+    for flags, want in (([], expected), (["--temperature", "0.8", "--seed", "3"], sampled)):
+        out = tmp_path / "out.wav"
+        args = parse(["tts", "Hi there.", "-o", str(out), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"),
+                      "--seed", "3", *flags])  # fmt: skip
+        assert args.handler(args) == 0
+        np.testing.assert_allclose(sf.read(out, dtype="float32")[0], want, atol=1e-4)
+
+    model.config.llasa_sampling = {"temprature": 0.5}
+    with pytest.raises(ValueError, match="llasa_sampling .* must map some of temperature, top_p"):
+        Synthesizer(model, tokenizer, codec)
+
+
 def test_cli_voice_create_and_use(tmp_path, model_dirs):
     lm_dir, codec_dir = model_dirs
     clip = tmp_path / "ref.wav"
@@ -248,3 +277,22 @@ def test_cli_needs_model_and_transcript(tmp_path, model_dirs, no_builtin_model):
                   "--voice", str(tmp_path / "ref.wav")])  # fmt: skip
     with pytest.raises(ValueError, match="--voice-text is required"):
         args.handler(args)
+
+
+def test_export_of_a_new_default_lm_keeps_the_shipped_sampling(tmp_path, model_dirs):
+    """scripts/export_default.py replaces the shipped LM; its measured `llasa_sampling` stays."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_default.py"
+    spec = importlib.util.spec_from_file_location("export_default", path)
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    out = tmp_path / "default"
+    (out / "lm").mkdir(parents=True)
+    (out / "lm" / "config.json").write_text(json.dumps({"llasa_sampling": {"temperature": 0.6}}))
+    export.export_lm(str(model_dirs[0]), out, torch.bfloat16)
+    config = json.loads((out / "lm" / "config.json").read_text())
+    assert config["llasa_sampling"] == {"temperature": 0.6} and config["dtype"] == "bfloat16"
+    assert Synthesizer.from_pretrained(out / "lm", model_dirs[1]).sampling == SamplingParams(temperature=0.6)

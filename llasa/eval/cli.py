@@ -27,10 +27,9 @@ def _common(parser: argparse.ArgumentParser, *, synthesis: bool) -> None:
     if synthesis:
         parser.add_argument("--model", help="Llasa model: hub id or local directory (default: the built-in one)")
         parser.add_argument("--seed", type=int, default=0, help="item i is sampled with seed + i (default 0)")
-        parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy; default 0.8)")
-        parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0 = off)")
-        parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
-        parser.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty on repeated speech tokens (1 = off)")
+        from llasa.lm.cli import add_sampling_arguments
+
+        add_sampling_arguments(parser)
 
 
 def _metric_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,13 +97,11 @@ def _items(args):
 
 def _synth_and_params(args):
     from llasa.defaults import codec_or_default, model_or_default
-    from llasa.lm.sampling import SamplingParams
+    from llasa.lm.cli import sampling_from_args
     from llasa.tts import Synthesizer
 
-    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                            repetition_penalty=args.repetition_penalty)  # fmt: skip
     synth = Synthesizer.from_pretrained(model_or_default(args.model), codec_or_default(args.codec), device=args.device)
-    return synth, params
+    return synth, sampling_from_args(args, synth)
 
 
 def _print_summary(summary) -> None:

@@ -50,7 +50,7 @@ def evaluate_scaling(
     expand: int = 2,
     step_tokens: int = 50,
     verifiers: str | None = None,
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams | None = None,  # default: the model's own sampling
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:

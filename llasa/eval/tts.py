@@ -13,6 +13,7 @@ utterance as in seed-tts-eval; the pooled (corpus) rate is reported too.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -32,14 +33,14 @@ def evaluate_tts(
     *,
     metrics: Metrics,
     searcher=None,
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams | None = None,
     seed: int = 0,
     nested: Sequence[int] = (),
     progress: bool = True,
 ) -> dict:
     """Evaluate ``synth`` (a Synthesizer) on ``items``; returns the summary (also written to ``outdir``).
 
-    Item i is sampled with seed ``seed + i``. An item that cannot be spoken (text too long, a
+    Item i is sampled with seed ``seed + i``, with ``params`` (default: the model's own sampling). An item that cannot be spoken (text too long, a
     prompt clip too short) is recorded with its error and counted as failed. ``nested`` (with a
     best-of-N ``searcher``): sizes k < N also measured on what best-of-k would have chosen among
     the same candidates (``record["nested"][k]``, see ``Searcher.best_of_first``).
@@ -51,6 +52,7 @@ def evaluate_tts(
         if voiceless:
             raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} need a voice prompt, and "
                              f"{len(voiceless)} item(s) have none (first: {voiceless[0]})")  # fmt: skip
+    params = synth.sampling if params is None else params
     outdir = Path(outdir)
     log = ResultLog(outdir)
     todo = [(i, item) for i, item in enumerate(items) if item.id not in log]
@@ -58,6 +60,7 @@ def evaluate_tts(
         log.append(_evaluate_item(synth, item, outdir, metrics, searcher, params, seed + i, nested))
     summary = summarize_tts(log.records([item.id for item in items]), metrics.metric)
     summary["strategy"] = searcher.strategy if searcher is not None else "sample"
+    summary["sampling"] = ", ".join(f"{k} {v}" for k, v in asdict(params).items() if v is not None)
     write_summary(outdir, summary, f"TTS evaluation: {outdir.name}")
     return summary
 

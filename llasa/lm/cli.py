@@ -19,10 +19,7 @@ def add_commands(subparsers) -> None:
     tts.add_argument("--seed", type=int, help="random seed, for reproducible output")
     tts.add_argument("-n", type=int, help="number of candidates (default 1); with n > 1 files are named OUT-0.wav, "
                      "OUT-1.wav, ...; with --search best-of-n the number searched (default 8)")  # fmt: skip
-    tts.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy; default 0.8)")
-    tts.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0 = off)")
-    tts.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
-    tts.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty on repeated speech tokens (1 = off)")
+    add_sampling_arguments(tts)
     tts.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     add_search_arguments(tts)
     tts.add_argument("--scores", action="store_true", help="with --search: write every candidate's scores to OUT.scores.json")
@@ -60,6 +57,22 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wer-model", help="Whisper checkpoint directory for the wer verifier (default PocketSphinx)")
     group.add_argument("--sim-model", help="speaker-verification checkpoint for the sim verifier (default Resemblyzer)")
     group.add_argument("--language", default="en", help="language of the text, for the wer verifier (default en)")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sampling flags; those not given are the model's own (`llasa_sampling` in its config.json),
+    else the official temperature 0.8, top-p 1.0."""
+    parser.add_argument("--temperature", type=float, help="sampling temperature (0 = greedy; default: the model's, else 0.8)")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling threshold (default: the model's, else 1.0 = off)")
+    parser.add_argument("--top-k", type=int, help="sample from the k most likely tokens only (default: the model's, else off)")
+    parser.add_argument("--repetition-penalty", type=float,
+                        help="penalty on repeated speech tokens (default: the model's, else 1 = off)")  # fmt: skip
+
+
+def sampling_from_args(args: argparse.Namespace, synth):
+    """The synthesizer's model's sampling, with the flags that were given."""
+    return synth.sampling.but(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                              repetition_penalty=args.repetition_penalty)  # fmt: skip
 
 
 def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None = None):
@@ -117,11 +130,8 @@ def run_tts(args: argparse.Namespace) -> int:
     if searcher is not None and searcher.voice_verifiers and voice is None:
         raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
     output = Path(args.output)
+    params = sampling_from_args(args, synth)
     if searcher is not None:
-        from llasa.lm.sampling import SamplingParams
-
-        params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                repetition_penalty=args.repetition_penalty)  # fmt: skip
         clip_given = args.voice is not None and args.voice_text is not None
         prompt_audio = audio.load(args.voice) if clip_given else None
         found = searcher(synth, args.text, voice, prompt_audio=prompt_audio, language=args.language, params=params,
@@ -135,10 +145,10 @@ def run_tts(args: argparse.Namespace) -> int:
     result = synth.tts(
         args.text,
         voice,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        repetition_penalty=params.repetition_penalty,
         seed=args.seed,
         n=args.n,
     )

@@ -26,7 +26,7 @@ penalty, temperature, top-k and top-p); a greedy step has log-probability 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Sequence
 
 import numpy as np
@@ -44,6 +44,12 @@ from transformers.generation.logits_process import (
 
 from llasa.lm.model import CONTEXT_LENGTH
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
+
+
+# a model's own recommended sampling, in its config.json (e.g. {"temperature": 0.6, "top_p": 0.9}):
+# what llasa uses for that model unless told otherwise. The official checkpoints have none, so
+# they get the official settings
+SAMPLING_KEY = "llasa_sampling"
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,20 @@ class SamplingParams:
             raise ValueError(f"top_k must be a positive integer or None, got {self.top_k}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+
+    @classmethod
+    def of_model(cls, model) -> "SamplingParams":
+        """The sampling ``model`` recommends (``llasa_sampling`` in its config), else the official one."""
+        raw = getattr(model.config, SAMPLING_KEY, None) or {}
+        names = [f.name for f in fields(cls)]
+        if not isinstance(raw, dict) or set(raw) - set(names):
+            raise ValueError(f"{SAMPLING_KEY} in the model's config.json must map some of {', '.join(names)} to values, "
+                             f"got {raw!r}")  # fmt: skip
+        return cls(**raw)
+
+    def but(self, **given) -> "SamplingParams":
+        """These settings with those ``given`` that are not None (a caller's explicit choices)."""
+        return replace(self, **{name: value for name, value in given.items() if value is not None})
 
     @property
     def greedy(self) -> bool:

@@ -12,7 +12,8 @@ Choices a client should know (also in the API's OpenAPI page at /docs):
 * ``voice``: ``default`` (the model's own voice), an id from ``POST /v1/voices``, or
   ``{"id": ...}``; no other names exist, so OpenAI's built-in names are 400.
 * sampling: ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, ``seed`` as extra
-  body fields; a seeded request reproduces ``Synthesizer.tts(..., seed=...)``.
+  body fields (those left out are the model's own, ``Synthesizer.sampling``); a seeded request
+  reproduces ``Synthesizer.tts(..., seed=...)``.
 * search: ``n``, ``strategy`` (best-of-n, beam, prm-sim+orm-wer), ``verifiers`` ("wer",
   "sim:1,wer:0.5", a list or a name -> weight map), ``beam_width``, ``expand``, ``step_tokens``
   as extra body fields run :class:`llasa.search.Searcher`. Searches run one at a time on their
@@ -43,7 +44,6 @@ from starlette.exceptions import HTTPException
 
 from llasa import audio as audio_io
 from llasa.codec.streaming import StreamingDecoder
-from llasa.lm.sampling import SamplingParams
 from llasa.serve.scheduler import ChunkEnd, Codes, Done, Failed, Job, QueueFull, Scheduler
 from llasa.serve.voices import VoiceStore
 from llasa.tts import MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, Synthesizer, Voice
@@ -80,10 +80,11 @@ class SpeechRequest(BaseModel):
     instructions: str | None = None
     stream: bool = False
     stream_format: Literal["audio", "sse"] | None = None
-    temperature: float = 0.8
-    top_p: float = 1.0
+    # sampling left out (None) is the model's own (`llasa_sampling` in its config), else the official
+    temperature: float | None = None
+    top_p: float | None = None
     top_k: int | None = None
-    repetition_penalty: float = 1.0
+    repetition_penalty: float | None = None
     seed: int | None = None
     n: int | None = None
     strategy: str | None = None
@@ -309,7 +310,8 @@ def create_app(
         voice_id = body.voice.get("id") if isinstance(body.voice, dict) else body.voice
         voice = _voice(voices, "default" if voice_id is None else str(voice_id)).voice
         try:
-            params = SamplingParams(body.temperature, body.top_p, body.top_k, body.repetition_penalty)
+            params = synth.sampling.but(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+                                        repetition_penalty=body.repetition_penalty)  # fmt: skip
             chunks = synth.split_text(body.input, voice)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
