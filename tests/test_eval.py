@@ -335,3 +335,26 @@ def test_train_scaling_curves_wer_and_plot(tmp_path, meta, codec, capsys):
     assert "| micro |" in (out / "summary.md").read_text()
     with pytest.raises(FileNotFoundError, match="train_log.jsonl"):
         run_curve(shards)
+
+
+def test_compare_evals_pairs_items_by_run_and_id(tmp_path):
+    """scripts/compare_evals.py: b - a per item (same id, same run index), mean and its error."""
+    import subprocess
+    import sys
+
+    def run_folder(name, wers):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "results.jsonl").write_text("".join(json.dumps({"id": i, "wer": w}) + "\n" for i, w in wers.items()))
+        return str(folder)
+
+    a = [run_folder("a0", {"x": 0.5, "y": 0.2, "z": 0.9}), run_folder("a1", {"x": 0.4, "y": 0.0})]
+    b = [run_folder("b0", {"y": 0.1, "x": 0.3, "w": 0.0}), run_folder("b1", {"x": 0.4, "y": 0.3})]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_evals.py"
+    out = subprocess.run([sys.executable, str(script), "--a", *a, "--b", *b], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    diffs = [-20.0, -10.0, 0.0, 30.0]  # x, y of run 0 (z, w unpaired), then x, y of run 1
+    assert result["pairs"] == 4 and result["b_minus_a"] == pytest.approx(sum(diffs) / 4)
+    assert result["se"] == pytest.approx(float(np.std(diffs, ddof=1) / 2), abs=0.01)
+    bad = subprocess.run([sys.executable, str(script), "--a", *a, "--b", b[0]], capture_output=True, text=True)
+    assert bad.returncode == 2 and "pair them one to one" in bad.stderr
