@@ -40,10 +40,11 @@ def evaluate_tts(
 ) -> dict:
     """Evaluate ``synth`` (a Synthesizer) on ``items``; returns the summary (also written to ``outdir``).
 
-    Item i is sampled with seed ``seed + i``, with ``params`` (default: the model's own sampling). An item that cannot be spoken (text too long, a
-    prompt clip too short) is recorded with its error and counted as failed. ``nested`` (with a
-    best-of-N ``searcher``): sizes k < N also measured on what best-of-k would have chosen among
-    the same candidates (``record["nested"][k]``, see ``Searcher.best_of_first``).
+    Item i is sampled with seed ``seed + i`` and ``params`` (default: the model's own sampling).
+    An item that cannot be spoken (text too long, a prompt clip too short) is recorded with its
+    error and counted as failed. ``nested`` (with a best-of-N ``searcher``): sizes k < N also
+    measured on what best-of-k would have chosen among the same candidates
+    (``record["nested"][k]``, see ``Searcher.best_of_first``).
     """
     if nested and (searcher is None or searcher.beam):
         raise ValueError("nested sizes are read off a best-of-N search: pass a best-of-n searcher")

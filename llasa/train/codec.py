@@ -531,7 +531,8 @@ def train_codec(config: dict | str | Path, *, resume: bool = True, max_steps: in
     last_step = int(max_steps if max_steps is not None else train["max_steps"])
 
     trainer = CodecTrainer(config)
-    tqdm.write(f"precision: generator {'bf16' if trainer.bf16 else 'fp32'}, discriminators {'bf16' if trainer.bf16_discriminators else 'fp32'}")
+    kinds = ("bf16" if on else "fp32" for on in (trainer.bf16, trainer.bf16_discriminators))
+    tqdm.write("precision: generator {}, discriminators {}".format(*kinds))
     checkpoints = _checkpoints(output_dir)
     if checkpoints and resume:
         trainer.load(checkpoints[-1])
