@@ -330,6 +330,7 @@ class Synthesizer:
         text: str,
         voice: Voice | None = None,
         *,
+        params: SamplingParams | None = None,
         temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
@@ -343,10 +344,11 @@ class Synthesizer:
 
         ``n > 1`` samples n candidates after one shared prefill per chunk and returns a list of
         n arrays (candidate i joins the i-th sample of every chunk); ``n == 1`` returns one array.
-        ``temperature=0`` decodes greedily. Sampling settings left as None are the model's own
-        (:attr:`sampling`). Under a ``seed`` the result is reproducible.
+        ``temperature=0`` decodes greedily. ``params`` replaces the model's own sampling
+        (:attr:`sampling`); the keywords given override either. Under a ``seed`` the result is reproducible.
         """
-        params = self.sampling.but(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
+        params = (params or self.sampling).but(temperature=temperature, top_p=top_p, top_k=top_k,
+                                               repetition_penalty=repetition_penalty)  # fmt: skip
         self._check_voice(voice)
         chunks = self.split_text(text, voice, max_chunk_chars=max_chunk_chars)
         pieces: list[list[np.ndarray]] = []  # [chunk][candidate]

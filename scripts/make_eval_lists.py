@@ -7,7 +7,9 @@
   that voice (another sentence);
 - tts_unseen.jsonl: 10 sentences of the held-out voice, prompted with its first test clip;
 - tts_seen_noprompt.jsonl: tts_seen's sentences with no voice prompt (the model picks a voice:
-  its WER, next to tts_seen's, separates reading the text from continuing a prompt).
+  its WER, next to tts_seen's, separates reading the text from continuing a prompt);
+- tts_val.jsonl: 8 validation sentences per seen voice, prompted as in tts_seen: for choosing
+  inference settings (sampling, search) without looking at the test split.
 Items alternate between voices, so `--limit N` still covers many voices.
 """
 
@@ -75,6 +77,12 @@ def main() -> None:
     write(out / "tts_seen.jsonl", round_robin(seen))
     write(out / "tts_seen_noprompt.jsonl", [{k: v for k, v in x.items() if not k.startswith("prompt")} for x in round_robin(seen)])
     write(out / "tts_unseen.jsonl", unseen)
+    val_by_voice = defaultdict(list)
+    for item in sorted(val, key=lambda x: x["id"]):
+        if item["speaker"] in prompts and item["id"] != prompts[item["speaker"]]["id"]:
+            val_by_voice[item["speaker"]].append(item)
+    tuning = [tts_item(x, prompts[voice]) for voice, items in sorted(val_by_voice.items()) for x in items[:8]]
+    write(out / "tts_val.jsonl", round_robin(tuning))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch
 
 from llasa.lm.model import build_model
 from llasa.lm.prompt import prompt_ids
-from llasa.lm.sampling import SamplingParams, SpeechDecoder, generate_codes, sample_from
+from llasa.lm.sampling import Sampler, SamplingParams, SpeechDecoder, generate_codes, sample_from
 from llasa.lm.vocab import SpeechVocab, build_tokenizer
 
 GREEDY = SamplingParams(temperature=0)
@@ -69,6 +69,47 @@ def test_sampler_follows_the_distribution():
     assert freq[0] == 0 and freq[4] == 0  # cut tokens are never drawn
     assert torch.allclose(freq, probs[0], atol=0.015)
     assert torch.allclose(logp, probs[0][choice].log())
+
+
+def test_repetition_aware_sampling_redraws_repeats_from_the_untruncated_distribution():
+    """Row 0's top-1 draw (code 0) fills 1 of its last 10 codes: with threshold 0.1 it is drawn
+    again from the whole distribution (at the temperature); row 1 has not said it, so keeps it.
+    With threshold 0.2 one occurrence is not enough."""
+    rows = 20_000
+    scores = torch.tensor([[2.0, 1.0, 0.0, 0.0]]).repeat(rows, 1)
+    history = torch.tensor([[3, 2, 0], [3, 2, 1]]).repeat(rows // 2, 1)
+    params = SamplingParams(temperature=0.5, top_k=1, ras_window=10, ras_threshold=0.1)
+    choice, logp = Sampler(params)(scores, history, torch.Generator().manual_seed(0))
+    assert (choice[1::2] == 0).all() and (logp[1::2] == 0).all()  # top-1: probability 1
+    full = torch.softmax(scores[0] / 0.5, dim=-1)
+    freq = torch.bincount(choice[0::2], minlength=4).float() / (rows // 2)
+    assert torch.allclose(freq, full, atol=0.015)
+    assert torch.allclose(logp[0::2], full[choice[0::2]].log())
+    relaxed = Sampler(SamplingParams(temperature=0.5, top_k=1, ras_window=10, ras_threshold=0.2))
+    assert (relaxed(scores, history, torch.Generator().manual_seed(0))[0] == 0).all()
+    # greedy ignores it; window 0 is off
+    assert (Sampler(SamplingParams(temperature=0, ras_window=10))(scores, history, None)[0] == 0).all()
+    assert (Sampler(SamplingParams(temperature=0.5, top_k=1))(scores, history, torch.Generator())[0] == 0).all()
+
+
+def test_repetition_aware_decoding_breaks_loops(setup):
+    """top-k 1 on a random model loops over a few codes; with RAS (window 10, threshold 0.1) every
+    code that the top-1 draw would repeat within the window is drawn again, and rows stay nested."""
+    model, vocab, prompt = setup
+    plain = generate_codes(model, vocab, prompt, params=SamplingParams(temperature=1.0, top_k=1), seed=0, max_new_tokens=40)[0]
+    assert len(set(plain.tolist())) < len(plain)  # it repeats itself
+    ras = SamplingParams(temperature=1.0, top_k=1, ras_window=10)
+    rows = generate_codes(model, vocab, prompt, n=3, params=ras, seed=0, max_new_tokens=40)
+    np.testing.assert_array_equal(rows[0], generate_codes(model, vocab, prompt, params=ras, seed=0, max_new_tokens=40)[0])
+    codes = rows[0].tolist()
+    redrawn = 0
+    for t, code in enumerate(codes):
+        top1 = restricted_argmax(model, vocab, list(prompt) + [c + vocab.speech_offset for c in codes[:t]]) - vocab.speech_offset
+        if top1 in codes[max(0, t - 10) : t]:
+            redrawn += 1
+        else:
+            assert code == top1  # a draw that repeats nothing is kept
+    assert redrawn > 0 and codes != plain.tolist()
 
 
 def sampled(setup, n: int, seed: int) -> list[np.ndarray]:
@@ -183,6 +224,10 @@ def test_rows_that_end_leave_the_batch(setup):
         (dict(top_p=1.5), "top_p"),
         (dict(top_k=0), "top_k"),
         (dict(repetition_penalty=0), "repetition_penalty"),
+        (dict(ras_window=-1), "ras_window"),
+        (dict(ras_window=2.5), "ras_window"),
+        (dict(ras_threshold=0), "ras_threshold"),
+        (dict(ras_threshold=1.5), "ras_threshold"),
     ],
 )
 def test_bad_sampling_params(kwargs, message):

@@ -108,6 +108,28 @@ def test_speech_reproduces_the_library(client, synth, house, fmt):
         np.testing.assert_allclose(got, expected, atol=2 / 32768)  # 16-bit quantisation
 
 
+def test_repetition_aware_sampling_reaches_the_scheduler(client, synth, house):
+    """A request's ras_window / ras_threshold are the library's, drawn by the batching scheduler."""
+    response = client.audio.speech.create(model="tiny-llasa", input=SHORT, voice="default", response_format="pcm",
+                                          extra_body={"seed": 5, "top_k": 1, "ras_window": 10, "ras_threshold": 0.1})  # fmt: skip
+    ras = synth.sampling.but(top_k=1, ras_window=10)
+    expected = synth.tts(SHORT, house, params=ras, seed=5, progress=False)
+    np.testing.assert_array_equal(np.frombuffer(response.content, "<i2"), as_pcm16(expected))
+    assert not np.array_equal(expected, synth.tts(SHORT, house, top_k=1, seed=5, progress=False))
+
+
+def test_vllm_backend_refuses_repetition_aware_sampling():
+    from llasa.serve.vllm_backend import VLLMBackend
+
+    backend = object.__new__(VLLMBackend)  # no engine needed: refused before it is reached
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="not available with the vLLM backend"):
+            backend.submit(Job([[1, 2]], [10], SamplingParams(ras_window=10), loop=loop))
+    finally:
+        loop.close()
+
+
 def test_voice_omitted_means_default(url, synth, house):
     body = {"model": "tiny-llasa", "input": SHORT, "seed": 1, "response_format": "pcm"}
     response = httpx.post(f"{url}/v1/audio/speech", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
@@ -277,6 +299,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
         ({"instructions": "whisper"}, 400, "instructions"),
         ({"temperature": -1}, 400, "temperature"),
         ({"top_p": 0}, 400, "top_p"),
+        ({"ras_window": -1}, 400, "ras_window"),
         ({"temprature": 0.5}, 400, "temprature"),
         ({"input": None}, 400, "input"),
         ({"model": "tts-1"}, 404, "no model 'tts-1'"),

@@ -247,6 +247,11 @@ def test_a_models_own_sampling_is_the_default_and_flags_override_it(tmp_path, ra
                       "--seed", "3", *flags])  # fmt: skip
         assert args.handler(args) == 0
         np.testing.assert_allclose(sf.read(out, dtype="float32")[0], want, atol=1e-4)
+    ras = SamplingParams(temperature=1.0, top_k=1, ras_window=10, ras_threshold=0.1)
+    args = parse(["tts", "Hi there.", "-o", str(out), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"),
+                  "--seed", "3", "--temperature", "1", "--top-k", "1", "--ras-window", "10", "--ras-threshold", "0.1"])  # fmt: skip
+    assert args.handler(args) == 0
+    np.testing.assert_allclose(sf.read(out, dtype="float32")[0], greedy.tts("Hi there.", params=ras, seed=3, progress=False), atol=1e-4)
 
     model.config.llasa_sampling = {"temprature": 0.5}
     with pytest.raises(ValueError, match="llasa_sampling .* must map some of temperature, top_p"):

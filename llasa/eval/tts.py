@@ -77,8 +77,7 @@ def _evaluate_item(synth, item: EvalItem, outdir: Path, metrics: Metrics, search
             voice = synth.voice(prompt, item.prompt_text, name=item.id, source_rate=synth.sample_rate)
         start = time.perf_counter()
         if searcher is None:
-            wav = synth.tts(item.text, voice, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
-                            repetition_penalty=params.repetition_penalty, seed=seed, progress=False)  # fmt: skip
+            wav = synth.tts(item.text, voice, params=params, seed=seed, progress=False)
         else:
             found = searcher(synth, item.text, voice, prompt_audio=prompt, language=metrics.language, params=params, seed=seed)
             wav = found.audio

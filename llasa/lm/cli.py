@@ -67,12 +67,18 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, help="sample from the k most likely tokens only (default: the model's, else off)")
     parser.add_argument("--repetition-penalty", type=float,
                         help="penalty on repeated speech tokens (default: the model's, else 1 = off)")  # fmt: skip
+    parser.add_argument("--ras-window", type=int, help="repetition-aware sampling: a code that fills --ras-threshold "
+                        "of the last N codes is drawn again without top-k/top-p (default: the model's, else 0 = off; "
+                        "CosyVoice uses 10)")  # fmt: skip
+    parser.add_argument("--ras-threshold", type=float, help="repetition-aware sampling: the share of the window "
+                        "that counts as repeating (default: the model's, else 0.1)")  # fmt: skip
 
 
 def sampling_from_args(args: argparse.Namespace, synth):
     """The synthesizer's model's sampling, with the flags that were given."""
-    return synth.sampling.but(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                              repetition_penalty=args.repetition_penalty)  # fmt: skip
+    from llasa.lm.sampling import SamplingParams
+
+    return synth.sampling.but(**{name: getattr(args, name) for name in SamplingParams.names()})
 
 
 def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None = None):
@@ -142,16 +148,7 @@ def run_tts(args: argparse.Namespace) -> int:
             report.write_text(json.dumps(found.to_dict(), indent=1, ensure_ascii=False))
             print(report)
         return 0
-    result = synth.tts(
-        args.text,
-        voice,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        repetition_penalty=params.repetition_penalty,
-        seed=args.seed,
-        n=args.n,
-    )
+    result = synth.tts(args.text, voice, params=params, seed=args.seed, n=args.n)
     if args.n == 1:
         print(audio.write(output, result, synth.sample_rate))
     else:

@@ -21,7 +21,8 @@ processors; what it adds is the loop and the bookkeeping:
   gets a fresh stream, so the copies of a beam diverge.
 
 Log-probabilities are those of the distribution actually sampled from (after repetition
-penalty, temperature, top-k and top-p); a greedy step has log-probability 0.
+penalty, temperature, top-k and top-p; or the untruncated one where repetition-aware sampling
+drew again); a greedy step has log-probability 0.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int | None = None
     repetition_penalty: float = 1.0
+    # repetition-aware sampling (VALL-E 2; CosyVoice's default with window 10, threshold 0.1):
+    # a sampled code that already fills at least ras_threshold of the last ras_window codes of
+    # the speech stream (voice prompt included) is drawn again from the untruncated distribution
+    # (repetition penalty and temperature, no top-k / top-p). 0 = off, the official behaviour
+    ras_window: int = 0
+    ras_threshold: float = 0.1
 
     def __post_init__(self):
         if not self.temperature >= 0:
@@ -70,16 +77,24 @@ class SamplingParams:
             raise ValueError(f"top_k must be a positive integer or None, got {self.top_k}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        if isinstance(self.ras_window, bool) or not isinstance(self.ras_window, int) or self.ras_window < 0:
+            raise ValueError(f"ras_window must be a whole number of codes >= 0 (0 = off), got {self.ras_window!r}")
+        if not 0 < self.ras_threshold <= 1:
+            raise ValueError(f"ras_threshold must be in (0, 1], got {self.ras_threshold}")
 
     @classmethod
     def of_model(cls, model) -> "SamplingParams":
         """The sampling ``model`` recommends (``llasa_sampling`` in its config), else the official one."""
         raw = getattr(model.config, SAMPLING_KEY, None) or {}
-        names = [f.name for f in fields(cls)]
+        names = cls.names()
         if not isinstance(raw, dict) or set(raw) - set(names):
             raise ValueError(f"{SAMPLING_KEY} in the model's config.json must map some of {', '.join(names)} to values, "
                              f"got {raw!r}")  # fmt: skip
         return cls(**raw)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
     def but(self, **given) -> "SamplingParams":
         """These settings with those ``given`` that are not None (a caller's explicit choices)."""
@@ -89,19 +104,62 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def processors(self) -> LogitsProcessorList:
-        """transformers' processors, in the order ``generate`` applies them."""
+    @property
+    def repetition_aware(self) -> bool:
+        return self.ras_window > 0 and not self.greedy
+
+    def processors(self, *, truncate: bool = True) -> LogitsProcessorList:
+        """transformers' processors, in the order ``generate`` applies them; ``truncate=False``
+        leaves out top-k and top-p (the distribution repetition-aware sampling falls back to)."""
         chain = LogitsProcessorList()
         if self.repetition_penalty != 1.0:
             chain.append(RepetitionPenaltyLogitsProcessor(float(self.repetition_penalty)))
         if not self.greedy:
             if self.temperature != 1.0:
                 chain.append(TemperatureLogitsWarper(float(self.temperature)))
-            if self.top_k is not None:
+            if truncate and self.top_k is not None:
                 chain.append(TopKLogitsWarper(int(self.top_k)))
-            if self.top_p < 1.0:
+            if truncate and self.top_p < 1.0:
                 chain.append(TopPLogitsWarper(float(self.top_p)))
         return chain
+
+
+class Sampler:
+    """The next token of each row under :class:`SamplingParams`: transformers' processors, then
+    greedy choice or one draw per row, then repetition-aware resampling of the rows whose draw
+    repeats itself too often. One place for the decoder here and the server's scheduler.
+
+    ``scores``: raw logits over [speech codes..., SGE], one row each; ``history``: each row's speech
+    codes so far (voice prompt included), as the repetition penalty reads them; ``generator``: as
+    :func:`sample_from` takes it. Returns the chosen local indices and their log-probabilities
+    under the distribution each was drawn from (0 for greedy).
+
+    Why by hand: transformers' processors transform logits before a draw; this resampling
+    depends on the draw itself, which no processor sees.
+    """
+
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self._processors = params.processors()
+        self._fallback = params.processors(truncate=False) if params.repetition_aware else None
+
+    def __call__(self, scores: torch.Tensor, history: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        processed = self._processors(history, scores.clone() if self._fallback is not None else scores)
+        if self.params.greedy:
+            choice = processed.argmax(dim=-1)
+            return choice, torch.zeros(choice.shape, device=scores.device)
+        choice, logp = sample_from(torch.softmax(processed, dim=-1), generator)
+        if self._fallback is None:
+            return choice, logp
+        window = history[:, -self.params.ras_window :]
+        repeats = (window == choice[:, None]).sum(dim=1)
+        again = (repeats >= self.params.ras_window * self.params.ras_threshold).nonzero().flatten().tolist()
+        if again:
+            index = torch.tensor(again, dtype=torch.long, device=scores.device)
+            full = self._fallback(history[index], scores[index])
+            streams = generator if generator is None or isinstance(generator, torch.Generator) else [generator[i] for i in again]
+            choice[index], logp[index] = sample_from(torch.softmax(full, dim=-1), streams)
+        return choice, logp
 
 
 @dataclass
@@ -187,7 +245,7 @@ class SpeechDecoder:
     @params.setter
     def params(self, params: SamplingParams) -> None:
         self._params = params
-        self._processors = params.processors()
+        self._sampler = Sampler(params)
 
     @property
     def done(self) -> bool:
@@ -245,13 +303,8 @@ class SpeechDecoder:
         if self.min_new_tokens:
             early = torch.tensor([len(self.rows[i].codes) < self.min_new_tokens for i in self._live], device=scores.device)
             scores[early, self.vocab.codebook_size] = float("-inf")
-        scores = self._processors(self._history, scores)
-        if self.params.greedy:
-            choice = scores.argmax(dim=-1)
-            logp = torch.zeros(choice.shape, device=scores.device)
-        else:
-            generators = None if self.seed is None else [self._generators[i] for i in self._live]
-            choice, logp = sample_from(torch.softmax(scores, dim=-1), generators)
+        generators = None if self.seed is None else [self._generators[i] for i in self._live]
+        choice, logp = self._sampler(scores, self._history, generators)
 
         end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
         keep = []

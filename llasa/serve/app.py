@@ -11,7 +11,8 @@ Choices a client should know (also in the API's OpenAPI page at /docs):
   byte (a timeout, say) can only end the stream early.
 * ``voice``: ``default`` (the model's own voice), an id from ``POST /v1/voices``, or
   ``{"id": ...}``; no other names exist, so OpenAI's built-in names are 400.
-* sampling: ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, ``seed`` as extra
+* sampling: ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, ``ras_window``,
+  ``ras_threshold``, ``seed`` as extra
   body fields (those left out are the model's own, ``Synthesizer.sampling``); a seeded request
   reproduces ``Synthesizer.tts(..., seed=...)``.
 * search: ``n``, ``strategy`` (best-of-n, beam, prm-sim+orm-wer), ``verifiers`` ("wer",
@@ -44,6 +45,7 @@ from starlette.exceptions import HTTPException
 
 from llasa import audio as audio_io
 from llasa.codec.streaming import StreamingDecoder
+from llasa.lm.sampling import SamplingParams
 from llasa.serve.scheduler import ChunkEnd, Codes, Done, Failed, Job, QueueFull, Scheduler
 from llasa.serve.voices import VoiceStore
 from llasa.tts import MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, Synthesizer, Voice
@@ -85,6 +87,8 @@ class SpeechRequest(BaseModel):
     top_p: float | None = None
     top_k: int | None = None
     repetition_penalty: float | None = None
+    ras_window: int | None = None
+    ras_threshold: float | None = None
     seed: int | None = None
     n: int | None = None
     strategy: str | None = None
@@ -310,8 +314,7 @@ def create_app(
         voice_id = body.voice.get("id") if isinstance(body.voice, dict) else body.voice
         voice = _voice(voices, "default" if voice_id is None else str(voice_id)).voice
         try:
-            params = synth.sampling.but(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
-                                        repetition_penalty=body.repetition_penalty)  # fmt: skip
+            params = synth.sampling.but(**{name: getattr(body, name) for name in SamplingParams.names()})
             chunks = synth.split_text(body.input, voice)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
@@ -328,6 +331,8 @@ def create_app(
             backend.submit(job)
         except QueueFull as exc:
             raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
+        except ValueError as exc:  # a job this backend cannot serve
+            raise HTTPException(400, str(exc)) from None
         if stream:
             return await _stream(synth, job, fmt, voice)
         codes: list[list[np.ndarray]] = [[] for _ in chunks]

@@ -6,7 +6,7 @@ batch's length, with an attention mask hiding the padding and per-row position i
 step runs one forward pass for all live rows, whatever their prompt lengths and however
 far along they are; a row that ends leaves the batch, and the columns that were padding
 for every remaining row are cut away. Sampling is per row, with the request's own
-processors and random generator, so a seeded request draws exactly what
+sampler and random generator, so a seeded request draws exactly what
 ``SpeechDecoder(n=1, seed=...)`` (and so ``Synthesizer.tts``) draws for it alone.
 
 A request with several text chunks (long input, split at sentences) keeps its slot: when a
@@ -31,10 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LlamaForCausalLM
-from transformers.generation.logits_process import LogitsProcessorList
 
 from llasa.lm.model import CONTEXT_LENGTH
-from llasa.lm.sampling import SamplingParams, sample_from, speech_logits
+from llasa.lm.sampling import Sampler, SamplingParams, speech_logits
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
 
 log = logging.getLogger("llasa.serve")
@@ -118,10 +117,9 @@ class _Row:
     position: int  # position id of the next token
     budget: int
     minimum: int
-    processors: LogitsProcessorList
-    greedy: bool
+    sampler: Sampler
     generator: torch.Generator | None
-    history: torch.Tensor  # (1, L): the codes seen so far (a voice's included), for the repetition penalty
+    history: torch.Tensor  # (1, L): the codes seen so far (a voice's included), for the repetition penalty and RAS
     produced: int = 0
     pending: list[int] = field(default_factory=list)
 
@@ -260,8 +258,7 @@ class Scheduler:
             position=len(prompt),
             budget=job.budgets[job.chunk],
             minimum=min(job.minimums[job.chunk], job.budgets[job.chunk]),
-            processors=params.processors(),
-            greedy=params.greedy,
+            sampler=Sampler(params),
             generator=None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed)),
             history=torch.tensor([codes_from_ids(prompt, self.vocab)], dtype=torch.long, device=self.device).reshape(1, -1),
         )
@@ -316,11 +313,7 @@ class Scheduler:
             if row.produced < row.minimum:
                 scores = scores.clone()
                 scores[0, end] = float("-inf")
-            scores = row.processors(row.history, scores)
-            if row.greedy:
-                token = int(scores.argmax(dim=-1))
-            else:
-                token = int(sample_from(torch.softmax(scores, dim=-1), row.generator)[0])
+            token = int(row.sampler(scores, row.history, row.generator)[0][0])
             tokens.append(token)
             if token == end:
                 self._end_chunk(row, "end")

@@ -3,6 +3,8 @@
 Same contract as :class:`llasa.serve.scheduler.Scheduler` (``submit``, ``stats``, ``close``,
 events on the job's queue); vLLM does the batching (``max_num_seqs = max_batch``). Only the
 speech tokens and the end token may be sampled (``allowed_token_ids``), as in SpeechDecoder.
+Repetition-aware sampling needs the draw before it is kept, which vLLM's sampler does not
+expose: such requests are refused.
 vllm is imported when this backend is built, never by the rest of the package.
 """
 
@@ -56,6 +58,9 @@ class VLLMBackend:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        if job.params.repetition_aware:
+            raise ValueError("repetition-aware sampling (ras_window) is not available with the vLLM backend: "
+                             "send ras_window 0, or serve with the built-in backend")  # fmt: skip
         with self._cond:
             if self._closed:
                 raise RuntimeError("the backend is closed")
