@@ -2,7 +2,9 @@
 
 rtf = wall time / seconds of audio produced, for a 10-word sentence (< 1 is faster than real
 time), measured over a few seeded runs after a warm-up; the LM and codec shares are reported
-separately. Prints one JSON line:
+separately. Where the synthesizer prefills prompts through an fp32 copy (a bf16 model on a CPU
+without bf16 arithmetic: ``llasa.lm.model.prefill_copy``), the prompt's prefill is also timed
+without it, in the same process: ``prefill_speedup``. Prints one JSON line:
 
     python bench/tts.py [--runs 5] [--threads 2]
 """
@@ -36,6 +38,13 @@ def main() -> None:
     name = default_voice_name(args.model)
     voice = Voice.load(model_voices(args.model)[name]) if name else None
     synth.tts(SENTENCE, voice, seed=0, progress=False)  # warm-up
+    plain = Synthesizer(synth.model, synth.tokenizer, synth.codec, fp32_prefill=False)
+    prefill = {"copy": 0.0, "plain": 0.0}
+    for run in range(args.runs if synth.prefill_model is not None else 0):
+        for key, who in (("plain", plain), ("copy", synth)):
+            start = time.perf_counter()
+            who.decoder(SENTENCE, voice, seed=run)  # the prompt's prefill only
+            prefill[key] += time.perf_counter() - start
     lm_s = codec_s = audio_s = 0.0
     for run in range(args.runs):
         start = time.perf_counter()
@@ -51,6 +60,9 @@ def main() -> None:
         "lm_rtf": round(lm_s / max(audio_s, 1e-9), 4), "codec_rtf": round(codec_s / max(audio_s, 1e-9), 4),
         "tokens_per_s": round(audio_s * synth.frame_rate / max(lm_s, 1e-9), 1),
         "mean_abs_amplitude": round(float(np.mean(np.abs(wav))), 4),
+        "fp32_prefill": synth.prefill_model is not None,
+        "prefill_s": round(prefill["copy"] / args.runs, 4) if synth.prefill_model is not None else None,
+        "prefill_speedup": round(prefill["plain"] / prefill["copy"], 2) if synth.prefill_model is not None else None,
     }))
 
 

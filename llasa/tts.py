@@ -178,8 +178,11 @@ def split_sentences(text: str) -> list[str]:
 class Synthesizer:
     """A Llasa model, its tokenizer and its codec, ready to speak."""
 
-    def __init__(self, model, tokenizer, codec, *, context_length: int = lm_model.CONTEXT_LENGTH):
+    def __init__(self, model, tokenizer, codec, *, context_length: int = lm_model.CONTEXT_LENGTH, fp32_prefill: bool = True):
         self.model = model.eval()
+        # prompts run through an fp32 copy where bf16 is emulated (a CPU without AVX512-BF16 / AMX)
+        # and the copy is small: lm_model.prefill_copy says why. fp32_prefill=False: never
+        self.prefill_model = lm_model.prefill_copy(model) if fp32_prefill else None
         self.tokenizer = tokenizer
         self.codec = codec
         self.context_length = context_length
@@ -311,6 +314,7 @@ class Synthesizer:
             max_new_tokens=budget,
             min_new_tokens=self.min_new_tokens(text),
             context_length=self.context_length,
+            prefill_model=self.prefill_model,
         )
 
     def decode(self, codes: Sequence[np.ndarray], voice: Voice | None = None) -> list[np.ndarray]:

@@ -1,10 +1,13 @@
 """The batched speech decoder: cache correctness, row selection, sampling controls, stopping."""
 
+from copy import deepcopy
+
 import numpy as np
 import pytest
 import torch
 
-from llasa.lm.model import build_model
+import llasa.train.precision
+from llasa.lm.model import build_model, prefill_copy
 from llasa.lm.prompt import prompt_ids
 from llasa.lm.sampling import Sampler, SamplingParams, SpeechDecoder, generate_codes, sample_from
 from llasa.lm.vocab import SpeechVocab, build_tokenizer
@@ -261,3 +264,31 @@ def test_min_new_tokens_holds_back_the_end_token(monkeypatch):
     assert [len(c) for c in SpeechDecoder(model, vocab, prompt, n=3, seed=0).run()] == [0, 0, 0]
     held = SpeechDecoder(model, vocab, prompt, n=3, seed=0, min_new_tokens=7, max_new_tokens=20)
     assert [len(c) for c in held.run()] == [7, 7, 7] and all(r.stop_reason == "end" for r in held.rows)
+
+
+def test_prefill_copy_only_where_bf16_is_emulated_and_the_copy_is_small(setup, monkeypatch):
+    model, vocab, prompt = setup
+    assert prefill_copy(model) is None  # fp32 already
+    half = build_model("tiny", build_tokenizer(None, 64), seed=0).to(torch.bfloat16)
+    monkeypatch.setattr(llasa.train.precision, "fast_bf16", lambda device: True)
+    assert prefill_copy(half) is None  # AMX / AVX512-BF16: bf16 is fast as it is
+    monkeypatch.setattr(llasa.train.precision, "fast_bf16", lambda device: False)
+    wide = prefill_copy(half)
+    assert wide is not None and wide.dtype == torch.float32 and half.dtype == torch.bfloat16
+    for (name, a), (_, b) in zip(half.named_parameters(), wide.named_parameters()):
+        assert torch.equal(a.float(), b), name
+    assert prefill_copy(half, limit=1000) is None  # too big to keep twice
+
+
+def test_fp32_prefill_then_bf16_decoding(setup):
+    """The prompt runs through the fp32 copy; the cache and the decoding stay in bf16, and the
+    first step is as close to the fp32 model's as bf16 decoding allows."""
+    model, vocab, prompt = setup
+    wide = build_model("tiny", build_tokenizer(None, 64), seed=0).to(torch.bfloat16).float()  # bf16 weights, in fp32
+    half = deepcopy(wide).to(torch.bfloat16)
+    mixed = SpeechDecoder(half, vocab, prompt, params=GREEDY, max_new_tokens=12, prefill_model=wide)
+    assert mixed.cache.layers[0].keys.dtype == torch.bfloat16 and mixed._hidden.dtype == torch.bfloat16
+    reference = SpeechDecoder(wide, vocab, prompt, params=GREEDY, max_new_tokens=12)
+    np.testing.assert_allclose(mixed._hidden.float().numpy(), reference._hidden.numpy(), rtol=0.02, atol=0.02)
+    codes = mixed.run()[0]
+    assert len(codes) > 0 and ((codes >= 0) & (codes < vocab.codebook_size)).all()

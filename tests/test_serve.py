@@ -118,6 +118,10 @@ def test_repetition_aware_sampling_reaches_the_scheduler(client, synth, house):
     assert not np.array_equal(expected, synth.tts(SHORT, house, top_k=1, seed=5, progress=False))
 
 
+def test_the_server_prefills_as_the_library_does(app, synth):
+    assert app.state.backend.prefill_model is synth.prefill_model
+
+
 def test_vllm_backend_refuses_repetition_aware_sampling():
     from llasa.serve.vllm_backend import VLLMBackend
 

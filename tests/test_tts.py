@@ -10,6 +10,7 @@ import torch
 
 from llasa.audio import AudioError
 from llasa.lm.cli import add_commands
+import llasa.train.precision
 from llasa.lm.model import build_model, save
 from llasa.lm.prompt import memmap_row, training_example
 from llasa.lm.sampling import SamplingParams
@@ -301,3 +302,16 @@ def test_export_of_a_new_default_lm_keeps_the_shipped_sampling(tmp_path, model_d
     config = json.loads((out / "lm" / "config.json").read_text())
     assert config["llasa_sampling"] == {"temperature": 0.6} and config["dtype"] == "bfloat16"
     assert Synthesizer.from_pretrained(out / "lm", model_dirs[1]).sampling == SamplingParams(temperature=0.6)
+
+
+def test_prompts_run_through_an_fp32_copy_where_bf16_is_emulated(monkeypatch, tokenizer, codec):
+    monkeypatch.setattr(llasa.train.precision, "fast_bf16", lambda device: False)
+    model = build_model("tiny", tokenizer, seed=1).to(torch.bfloat16)
+    synth = Synthesizer(model, tokenizer, codec)
+    assert synth.prefill_model is not None and synth.prefill_model.dtype == torch.float32
+    decoder = synth.decoder("Hi there.")
+    assert decoder.cache.layers[0].keys.dtype == torch.bfloat16  # decoding stays in bf16
+    assert len(synth.tts("Hi there.", seed=0, progress=False)) > 0
+    assert Synthesizer(model, tokenizer, codec, fp32_prefill=False).prefill_model is None
+    monkeypatch.setattr(llasa.train.precision, "fast_bf16", lambda device: True)
+    assert Synthesizer(model, tokenizer, codec).prefill_model is None

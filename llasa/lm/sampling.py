@@ -6,7 +6,8 @@ indexing the KV cache, which ``generate`` does not expose. The decoder runs tran
 ``LlamaModel`` and ``DynamicCache`` unchanged and samples with transformers' own logits
 processors; what it adds is the loop and the bookkeeping:
 
-* the prompt is prefilled once and its cache copied to the N rows (never recomputed);
+* the prompt is prefilled once and its cache copied to the N rows (never recomputed), through
+  ``prefill_model`` when given (an fp32 copy on CPUs that emulate bf16);
 * all live rows decode together in one batch, in lock-step, so they share one sequence
   length and need no padding or attention mask;
 * logits are computed only for the output rows that may be sampled (the speech tokens and
@@ -197,6 +198,7 @@ class SpeechDecoder:
         max_new_tokens: int | None = None,
         min_new_tokens: int = 0,
         context_length: int = CONTEXT_LENGTH,
+        prefill_model: LlamaForCausalLM | None = None,
     ):
         if n < 1:
             raise ValueError(f"n (number of candidates) must be >= 1, got {n}")
@@ -226,9 +228,8 @@ class SpeechDecoder:
             raise ValueError("output layers with a bias are not supported (Llama has none)")
 
         prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-        self.cache = DynamicCache(config=model.config)
         with torch.inference_mode():
-            hidden = self._forward(prompt)
+            self.cache, hidden = prefill(model, prompt, via=prefill_model)
         self.cache.batch_repeat_interleave(n)
         self._hidden = hidden.expand(n, -1)
         self.rows = [Row() for _ in range(n)]
@@ -351,6 +352,24 @@ class SpeechDecoder:
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return speech_logits(hidden, self._weight, self.vocab)
+
+
+def prefill(
+    model: LlamaForCausalLM, prompt: torch.Tensor, *, via: LlamaForCausalLM | None = None
+) -> tuple[DynamicCache, torch.Tensor]:
+    """Run ``prompt`` (1, L) through the model: its KV cache and last position's hidden state,
+    in ``model``'s dtype. ``via``: the same model in a wider dtype to run it through instead
+    (:func:`llasa.lm.model.prefill_copy`); its cache is narrowed to ``model``'s dtype."""
+    runner = model if via is None else via
+    cache = DynamicCache(config=model.config)
+    hidden = runner.model(input_ids=prompt, cache=cache, use_cache=True).last_hidden_state[:, -1]
+    dtype = model.get_input_embeddings().weight.dtype
+    if hidden.dtype == dtype:
+        return cache, hidden
+    narrow = DynamicCache(config=model.config)
+    for i, layer in enumerate(cache.layers):
+        narrow.update(layer.keys.to(dtype), layer.values.to(dtype), i)
+    return narrow, hidden.to(dtype)
 
 
 def speech_logits(hidden: torch.Tensor, weight: torch.Tensor, vocab: SpeechVocab) -> torch.Tensor:

@@ -95,7 +95,7 @@ def build_app(
     else:
         synth = Synthesizer.from_pretrained(model_dir, codec, device=device)
         engine = Scheduler(synth.model, synth.vocab, max_batch=max_batch, queue_size=queue_size,
-                           context_length=synth.context_length)  # fmt: skip
+                           context_length=synth.context_length, prefill_model=synth.prefill_model)  # fmt: skip
     builtin = is_default_model(model_dir)
     voices = VoiceStore(voices_dir, shipped=shipped_voices(model_dir, builtin=builtin), default_name=default_voice_name(model_dir))
     # what /v1/models lists: never a path on the server

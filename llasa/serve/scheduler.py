@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LlamaForCausalLM
 
 from llasa.lm.model import CONTEXT_LENGTH
-from llasa.lm.sampling import Sampler, SamplingParams, speech_logits
+from llasa.lm.sampling import Sampler, SamplingParams, prefill, speech_logits
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
 
 log = logging.getLogger("llasa.serve")
@@ -135,10 +135,12 @@ class Scheduler:
         max_batch: int = 8,
         queue_size: int = 32,
         context_length: int = CONTEXT_LENGTH,
+        prefill_model: LlamaForCausalLM | None = None,
     ):
         if max_batch < 1 or queue_size < 1:
             raise ValueError(f"max_batch and queue_size must be >= 1, got {max_batch} and {queue_size}")
         self.model = model.eval()
+        self.prefill_model = prefill_model  # prompts run through it (SpeechDecoder's prefill_model)
         self.vocab = vocab
         self.max_batch = max_batch
         self.queue_size = queue_size
@@ -248,9 +250,8 @@ class Scheduler:
 
     def _prefill(self, job: Job) -> None:
         prompt = job.prompts[job.chunk]
-        cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        hidden = self.model.model(input_ids=ids, cache=cache, use_cache=True).last_hidden_state[:, -1]
+        cache, hidden = prefill(self.model, ids, via=self.prefill_model)
         seed = job.chunk_seed()
         params = job.params
         row = _Row(
