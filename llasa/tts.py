@@ -178,7 +178,9 @@ def split_sentences(text: str) -> list[str]:
 class Synthesizer:
     """A Llasa model, its tokenizer and its codec, ready to speak."""
 
-    def __init__(self, model, tokenizer, codec, *, context_length: int = lm_model.CONTEXT_LENGTH, fp32_prefill: bool = True):
+    def __init__(
+        self, model, tokenizer, codec, *, context_length: int = lm_model.CONTEXT_LENGTH, fp32_prefill: bool = True
+    ):
         self.model = model.eval()
         # prompts run through an fp32 copy where bf16 is emulated (a CPU without AVX512-BF16 / AMX)
         # and the copy is small: lm_model.prefill_copy says why. fp32_prefill=False: never

@@ -158,7 +158,8 @@ class Sampler:
         if again:
             index = torch.tensor(again, dtype=torch.long, device=scores.device)
             full = self._fallback(history[index], scores[index])
-            streams = generator if generator is None or isinstance(generator, torch.Generator) else [generator[i] for i in again]
+            shared = generator is None or isinstance(generator, torch.Generator)
+            streams = generator if shared else [generator[i] for i in again]
             choice[index], logp[index] = sample_from(torch.softmax(full, dim=-1), streams)
         return choice, logp
 

@@ -189,7 +189,8 @@ def create_app(
 ) -> FastAPI:
     """The API over a loaded synthesizer. ``backend`` defaults to a batching :class:`Scheduler`
     on ``synth.model``; it is closed when the app shuts down."""
-    backend = backend or Scheduler(synth.model, synth.vocab, context_length=synth.context_length, prefill_model=synth.prefill_model)
+    backend = backend or Scheduler(synth.model, synth.vocab, context_length=synth.context_length,
+                                   prefill_model=synth.prefill_model)  # fmt: skip
     voices = voices if voices is not None else VoiceStore()
 
     searches = SearchRunner(limits.search_queue)
