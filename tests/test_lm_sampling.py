@@ -74,6 +74,12 @@ def test_sampler_follows_the_distribution():
     assert torch.allclose(logp, probs[0][choice].log())
 
 
+def test_top_k_zero_is_off_and_undoes_a_models_top_k():
+    assert SamplingParams(top_k=0).top_k is None
+    assert SamplingParams(top_k=25).but(top_k=0) == SamplingParams()
+    assert SamplingParams(top_k=25).but(top_k=None).top_k == 25  # a flag not given keeps it
+
+
 def test_repetition_aware_sampling_redraws_repeats_from_the_untruncated_distribution():
     """Row 0's top-1 draw (code 0) fills 1 of its last 10 codes: with threshold 0.1 it is drawn
     again from the whole distribution (at the temperature); row 1 has not said it, so keeps it.
@@ -225,7 +231,7 @@ def test_rows_that_end_leave_the_batch(setup):
         (dict(temperature=-1), "temperature"),
         (dict(top_p=0), "top_p"),
         (dict(top_p=1.5), "top_p"),
-        (dict(top_k=0), "top_k"),
+        (dict(top_k=-1), "top_k"),
         (dict(repetition_penalty=0), "repetition_penalty"),
         (dict(ras_window=-1), "ras_window"),
         (dict(ras_window=2.5), "ras_window"),

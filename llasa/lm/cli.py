@@ -64,7 +64,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     else the official temperature 0.8, top-p 1.0."""
     parser.add_argument("--temperature", type=float, help="sampling temperature (0 = greedy; default: the model's, else 0.8)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling threshold (default: the model's, else 1.0 = off)")
-    parser.add_argument("--top-k", type=int, help="sample from the k most likely tokens only (default: the model's, else off)")
+    parser.add_argument("--top-k", type=int, help="sample from the k most likely tokens only (0 = off; default: the model's, else off)")
     parser.add_argument("--repetition-penalty", type=float,
                         help="penalty on repeated speech tokens (default: the model's, else 1 = off)")  # fmt: skip
     parser.add_argument("--ras-window", type=int, help="repetition-aware sampling: a code that fills --ras-threshold "

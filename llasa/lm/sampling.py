@@ -74,8 +74,10 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k == 0:  # off, as in transformers' generate: how a flag undoes a model's own top-k
+            object.__setattr__(self, "top_k", None)
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be a positive integer or None, got {self.top_k}")
+            raise ValueError(f"top_k must be a positive integer, or 0 / None for off, got {self.top_k}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
         if isinstance(self.ras_window, bool) or not isinstance(self.ras_window, int) or self.ras_window < 0:
