@@ -353,8 +353,8 @@ class Synthesizer:
         ``temperature=0`` decodes greedily. ``params`` replaces the model's own sampling
         (:attr:`sampling`); the keywords given override either. Under a ``seed`` the result is reproducible.
         """
-        params = (params or self.sampling).but(temperature=temperature, top_p=top_p, top_k=top_k,
-                                               repetition_penalty=repetition_penalty)  # fmt: skip
+        params = (self.sampling if params is None else params).but(temperature=temperature, top_p=top_p, top_k=top_k,
+                                                                   repetition_penalty=repetition_penalty)  # fmt: skip
         self._check_voice(voice)
         chunks = self.split_text(text, voice, max_chunk_chars=max_chunk_chars)
         pieces: list[list[np.ndarray]] = []  # [chunk][candidate]
