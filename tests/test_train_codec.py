@@ -21,7 +21,17 @@ from llasa.codec.losses import (
     generator_adversarial_loss,
 )
 from llasa.codec.mel_encoder import Xcodec2MelModel, build_codec_model
-from llasa.train.codec import CodecTrainer, list_audio, load_config, lr_factor, train_codec
+from llasa.train.codec import (
+    CodecTrainer,
+    PhoneticTargets,
+    UtteranceSampler,
+    ctc_loss,
+    greedy_phone_errors,
+    list_audio,
+    load_config,
+    lr_factor,
+    train_codec,
+)
 
 TINY_MEL = {
     "hidden_size": 64,
@@ -284,3 +294,122 @@ def test_decoder_only_stage_keeps_the_codes_and_trains_the_decoder(corpus, tmp_p
     assert torch.equal(*codes)
     with pytest.raises(ValueError, match="init_from"):
         CodecTrainer(load_config(_recipe(corpus, tmp_path / "x", decoder_only=True)))
+
+
+# the phonetic term --------------------------------------------------------------------------------
+
+SENTENCES = ["Hello, world!", "The cat sat on the mat.", "A quick brown fox?", "One, two, three.",
+             "Good morning to you.", "See you very soon."]
+
+
+@pytest.fixture(scope="module")
+def transcribed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transcribed")
+    for i in range(6):
+        sf.write(root / f"clip{i}.wav", _voice(110 + 30 * i, 1.2, i), 16000)
+    (root / "train.jsonl").write_text(
+        "".join(json.dumps({"audio": f"clip{i}.wav", "text": SENTENCES[i]}) + "\n" for i in range(6))
+    )
+    return root
+
+
+def _phonetic_recipe(corpus, output_dir, **train) -> dict:
+    recipe = _recipe(corpus, output_dir, **train)
+    recipe["loss"]["phonetic"] = 5.0
+    recipe["data"]["phonetic_batch"] = 2
+    return recipe
+
+
+def test_phoneme_targets_are_the_ipa_without_stress_spaces_or_punctuation():
+    targets = PhoneticTargets(SENTENCES, "espeak:en-us")
+    assert targets.symbols == sorted(targets.symbols) and len(set(targets.symbols)) == len(targets.symbols)
+    assert not set(targets.symbols) & set(" ,.!?ˈˌ")
+    assert {"ð", "ə", "k"} <= set(targets.symbols)
+    ids = targets("The cat.")
+    assert ids and min(ids) >= 1 and max(ids) <= len(targets.symbols)  # 0 is CTC's blank
+    assert "".join(targets.symbols[i - 1] for i in ids) == "ðəkæt"
+    assert targets("Hello, world!") == targets("hello world")
+
+
+def test_utterance_batches_are_whole_clips_that_ctc_can_align(transcribed, tmp_path):
+    targets = PhoneticTargets(SENTENCES, "espeak:en-us")
+    clips = [(str(transcribed / f"clip{i}.wav"), SENTENCES[i]) for i in range(6)]
+    sf.write(tmp_path / "short.wav", _voice(150, 0.1, 9), 16000)  # 5 frames for ~15 phonemes
+    sampler = UtteranceSampler(clips + [(str(tmp_path / "short.wav"), SENTENCES[1])], targets,
+                               hop=320, max_samples=16000 * 2, seed=0)
+    assert len(sampler.items) == 6  # the clip too short to hold its phonemes is never drawn
+    wav, frames, ids, lengths = sampler.batch(3, 4)
+    assert wav.shape == (4, 1, 60 * 320) and frames.tolist() == [60] * 4
+    assert ids.shape == (int(lengths.sum()),) and bool((lengths > 0).all())
+    again = sampler.batch(3, 4)
+    assert torch.equal(again[0], wav) and torch.equal(again[2], ids)  # a pure function of (seed, step)
+    with pytest.raises(ValueError, match="phonetic_max_seconds"):
+        UtteranceSampler(clips, targets, hop=320, max_samples=16000, seed=0)
+
+
+def test_ctc_loss_and_best_path_phone_errors():
+    # 6 frames, symbols 1..3 (+ blank 0): best path 1 1 0 2 3 3 -> "1 2 3"
+    path = torch.tensor([[1, 1, 0, 2, 3, 3]])
+    log_probs = torch.full((1, 6, 4), -20.0).scatter(-1, path[..., None], 0.0).log_softmax(-1)
+    frames, lengths = torch.tensor([6]), torch.tensor([3])
+    assert greedy_phone_errors(log_probs, frames, torch.tensor([1, 2, 3]), lengths) == 0.0
+    assert greedy_phone_errors(log_probs, frames, torch.tensor([1, 2, 2]), lengths) == pytest.approx(1 / 3)
+    assert float(ctc_loss(log_probs, frames, torch.tensor([1, 2, 3]), lengths)) < 1e-3
+    assert float(ctc_loss(log_probs, frames, torch.tensor([3, 2, 1]), lengths)) > 5
+
+
+def test_phonetic_term_trains_the_encoder_to_spell_out_phonemes(transcribed, tmp_path):
+    recipe = _phonetic_recipe(transcribed, tmp_path, max_steps=2)
+    recipe["loss"]["gan_start_step"] = 1000
+    recipe["optim"].update(lr=3e-3, warmup_steps=0)
+    trainer = CodecTrainer(load_config(recipe))
+    batch = trainer.utterances.batch(0, 4)
+    encoder_before = {k: v.clone() for k, v in trainer.generator.mel_encoder.state_dict().items()}
+    losses = []
+    for _ in range(25):
+        loss, _ = trainer.phonetic(batch)
+        trainer.opt_g.zero_grad()
+        loss.backward()
+        trainer.opt_g.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+    assert any(not torch.equal(encoder_before[k], v) for k, v in trainer.generator.mel_encoder.state_dict().items())
+
+    final = train_codec(recipe, resume=False)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(r["phonetic"] > 0 for r in records if "mel" in r)
+    evals = [r for r in records if "eval_mel" in r]
+    assert evals and all(0 <= r["eval_per"] and r["eval_phonetic"] > 0 for r in evals)
+    assert not any("phonetic" in key for key in load_file(final / "model.safetensors"))  # training-only head
+    assert isinstance(Codec.from_pretrained(final).model, Xcodec2MelModel)
+
+
+def test_phonetic_run_resumes_exactly(transcribed, tmp_path):
+    straight = train_codec(_phonetic_recipe(transcribed, tmp_path / "straight", max_steps=3), resume=False)
+    interrupted = _phonetic_recipe(transcribed, tmp_path / "resumed", max_steps=3)
+    train_codec(interrupted, resume=False, max_steps=2)
+    resumed = train_codec(interrupted, resume=True)
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("straight", "resumed")]
+    for a, b in zip(*logs, strict=True):
+        for key in ("mel", "phonetic", "eval_phonetic"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    weights_a, weights_b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for key in weights_a:
+        torch.testing.assert_close(weights_a[key], weights_b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_phonetic_term_errors_name_the_problem(corpus, transcribed, tmp_path):
+    recipe = _phonetic_recipe(transcribed, tmp_path, decoder_only=True)
+    recipe["init_from"] = "unused"
+    with pytest.raises(ValueError, match="decoder_only"):
+        CodecTrainer(load_config(recipe))
+    recipe = _phonetic_recipe(transcribed, tmp_path)
+    recipe["data"]["train"] = [str(transcribed / "train.jsonl"), str(corpus)]  # a folder: no transcripts
+    with pytest.raises(ValueError, match="needs a transcript for every training clip"):
+        CodecTrainer(load_config(recipe))
+    recipe = _phonetic_recipe(transcribed, tmp_path)
+    recipe["loss"]["phonetic"] = -1
+    with pytest.raises(ValueError, match="loss.phonetic must be at least 0"):
+        CodecTrainer(load_config(recipe))

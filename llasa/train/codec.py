@@ -2,7 +2,8 @@
 
 Generator loss = mel * multi-scale log-mel L1 + adversarial * LSGAN + feature_matching *
 (MPD + spec-D feature matching) [+ semantic * MSE to the frozen w2v-BERT features, for the
-waveform model only: its own semantic encoder is the teacher]. One iteration is a
+waveform model only: its own semantic encoder is the teacher] [+ phonetic * CTC of the
+transcript's phonemes read off the quantized latents of whole utterances]. One iteration is a
 discriminator step then a generator step, both AdamW (0.8, 0.9) with gradient clipping and
 a quadratic-warmup / linear-decay schedule. `gan_start_step` trains on reconstruction alone
 first, which is common practice and far cheaper on a CPU; the discriminators' schedule starts
@@ -18,10 +19,12 @@ checkpoint's generator is a codec directory (`config.json` + `model.safetensors`
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import shutil
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +71,21 @@ DEFAULTS: dict[str, Any] = {
         "eval_seconds": 2.0,
         "crop_seconds": 6.0,
         "batch_size": 8,
+        # whole transcribed utterances per step for the phonetic term (read from the same sources,
+        # which must then be manifests with `text`), at most this long
+        "phonetic_batch": 8,
+        "phonetic_max_seconds": 10.0,
     },
     "loss": {
         "mel": 15.0,
         "adversarial": 1.0,
         "feature_matching": 1.0,
         "semantic": 5.0,
+        # weight of the phonetic term (0: off): a small frame-wise head must read the transcript's
+        # phonemes (CTC) off the quantized latents, so the codes keep what tells words apart; the
+        # teacher-free stand-in for the semantic term, for the mel encoder (PhoneticHead says why)
+        "phonetic": 0.0,
+        "phonetic_frontend": "espeak:en-us",  # llasa.lm.frontend spec that turns text into phonemes
         "gan_start_step": 0,
         # the discriminators see a random segment of this length from each crop (None: the whole
         # crop); on a CPU they cost many times the generator, and their cost is linear in length
@@ -158,25 +170,31 @@ def load_config(source: str | Path | dict) -> dict[str, Any]:
 # data -----------------------------------------------------------------------------------------
 
 
-def list_audio(source: str | Path | list[str | Path]) -> list[str]:
-    """A JSONL manifest (`audio` per line; relative paths from its folder) or a folder of audio;
-    a list of them gives all their files, in order."""
+def list_clips(source: str | Path | list[str | Path]) -> list[tuple[str, str | None]]:
+    """(audio file, transcript or None) of a JSONL manifest (`audio` per line, relative paths from
+    its folder; the transcript is `normalized`, else `text`) or a folder of audio (no transcripts);
+    a list of them gives all their clips, in order."""
     if isinstance(source, (list, tuple)):
-        return [file for one in source for file in list_audio(one)]
+        return [clip for one in source for clip in list_clips(one)]
     path = Path(source)
     if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        clips = [(str(p), None) for p in sorted(path.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES]
     elif path.is_file():
         items = read_jsonl(path)
         missing = [n for n, item in enumerate(items, 1) if not item.get("audio")]
         if missing:
             raise ValueError(f"{path}: line(s) {missing[:10]} have no `audio` field")
-        files = [item["audio"] for item in items]
+        clips = [(item["audio"], item.get("normalized") or item.get("text")) for item in items]
     else:
         raise FileNotFoundError(f"training audio not found: {path} (expected a JSONL manifest or a folder)")
-    if not files:
+    if not clips:
         raise ValueError(f"{path}: no audio files")
-    return files
+    return clips
+
+
+def list_audio(source: str | Path | list[str | Path]) -> list[str]:
+    """The audio files of `list_clips(source)`."""
+    return [audio for audio, _ in list_clips(source)]
 
 
 class CropSampler:
@@ -208,6 +226,74 @@ class CropSampler:
         return torch.from_numpy(np.stack([self.read(int(i), rng) for i in indices]))[:, None]
 
 
+class PhoneticTargets:
+    """Transcripts as phoneme-symbol ids for the CTC term (0 is CTC's blank).
+
+    The symbols are the characters of the front-end's IPA without spaces, punctuation and
+    stress marks (espeak writes one character per phone, plus length marks and diphthong
+    halves); the inventory is what the training transcripts use, in sorted order, so that a
+    resumed run rebuilds it exactly. Symbols outside it (in held-out text) are dropped.
+    """
+
+    @staticmethod
+    def phonetic(symbol: str) -> bool:
+        return not (symbol.isspace() or symbol in "ˈˌ" or unicodedata.category(symbol).startswith("P"))
+
+    def __init__(self, texts: list[str], frontend: str):
+        from llasa.lm.frontend import Frontend
+
+        self.frontend = Frontend(frontend)
+        unique = sorted(set(texts))
+        self._phones = {t: self.frontend(t) for t in tqdm(unique, desc="phonemize", unit="text", leave=False)}
+        self.symbols = sorted({c for phones in self._phones.values() for c in phones if self.phonetic(c)})
+        self._ids = {c: i for i, c in enumerate(self.symbols, 1)}
+
+    def __call__(self, text: str) -> list[int]:
+        if text not in self._phones:
+            self._phones[text] = self.frontend(text)
+        return [self._ids[c] for c in self._phones[text] if c in self._ids]
+
+
+class UtteranceSampler:
+    """Whole transcribed utterances with their phoneme ids; the batch of a step depends only on
+    (seed, step). Utterances longer than `max_samples`, or with more phonemes than codec frames
+    (CTC could not align them), are never drawn."""
+
+    def __init__(self, clips: list[tuple[str, str]], targets: PhoneticTargets, *, hop: int, max_samples: int, seed: int):
+        self.hop, self.seed = hop, seed
+        self.items = []
+        for audio, text in tqdm(clips, desc="index utterances", unit="file", leave=False):
+            info = sf.info(audio)
+            samples = int(info.frames * SAMPLE_RATE / info.samplerate)
+            ids = targets(text)
+            if 0 < len(ids) <= samples // hop and samples <= max_samples:
+                self.items.append((audio, ids))
+        if not self.items:
+            raise ValueError(
+                f"no transcribed utterance of at most {max_samples / SAMPLE_RATE:g} s with fewer phonemes than "
+                "codec frames: raise data.phonetic_max_seconds or check the transcripts"
+            )
+
+    def read(self, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (waves (B, 1, N) zero-padded to whole frames, frames (B,), ids (sum of lengths,), lengths (B,))."""
+        waves = [load_audio(self.items[i][0]) for i in indices]
+        frames = [len(w) // self.hop for w in waves]
+        padded = np.zeros((len(waves), max(frames) * self.hop), dtype=np.float32)
+        for row, (wave, count) in enumerate(zip(waves, frames)):
+            padded[row, : count * self.hop] = wave[: count * self.hop]
+        ids = [self.items[i][1] for i in indices]
+        return (
+            torch.from_numpy(padded)[:, None],
+            torch.tensor(frames),
+            torch.tensor([i for row in ids for i in row]),
+            torch.tensor([len(row) for row in ids]),
+        )
+
+    def batch(self, step: int, batch_size: int):
+        rng = np.random.default_rng([self.seed, step, 1])
+        return self.read(rng.integers(0, len(self.items), size=batch_size).tolist())
+
+
 # model parts ----------------------------------------------------------------------------------
 
 
@@ -223,6 +309,43 @@ class SemanticHead(nn.Module):
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, quantization_dim, T) -> (B, semantic hidden, T)."""
         return self.decoder(self.fc(latents.transpose(1, 2)).transpose(1, 2))
+
+
+class PhoneticHead(nn.Module):
+    """Training-only: quantized latents -> per-frame phoneme log-probabilities (+ CTC blank).
+
+    Frame by frame, with one small hidden layer and no context, so that what it reads must be in
+    each frame's code: the codes of a reconstruction-only encoder spend their 1,000 values on
+    whatever lowers the mel loss (pitch, loudness), and the words suffer first. FACodec
+    (NaturalSpeech 3) supervises its content codes with phones in the same spirit; X-codec2 uses
+    a w2v-BERT teacher, which a CPU-sized mel codec does not have. Not part of the saved codec.
+    """
+
+    def __init__(self, quantization_dim: int, symbols: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(quantization_dim, hidden), nn.GELU(), nn.Linear(hidden, symbols + 1))
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, quantization_dim, T) -> (B, T, symbols + 1) log-probabilities, fp32."""
+        return self.net(latents.transpose(1, 2)).float().log_softmax(-1)
+
+
+def ctc_loss(log_probs: torch.Tensor, frames: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over utterances of the CTC loss per target phoneme."""
+    return nn.functional.ctc_loss(log_probs.transpose(0, 1), ids, frames, lengths, blank=0, zero_infinity=True)
+
+
+def greedy_phone_errors(log_probs: torch.Tensor, frames: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> float:
+    """Phone error rate of best-path CTC decoding (collapse repeats, drop blanks), pooled."""
+    import jiwer
+
+    best = log_probs.argmax(-1)
+    hyps, refs = [], []
+    for row, (count, target) in enumerate(zip(frames.tolist(), ids.split(lengths.tolist()))):
+        path = torch.unique_consecutive(best[row, :count]).tolist()
+        hyps.append(" ".join(str(i) for i in path if i != 0))
+        refs.append(" ".join(str(i) for i in target.tolist()))
+    return float(jiwer.wer(refs, hyps))
 
 
 def lr_factor(step: int, optim: dict) -> float:
@@ -286,6 +409,10 @@ class CodecTrainer:
             resolve_precision(train[name], self.device, where=f"train.{name}") == "bf16"
             for name in ("bf16", "bf16_discriminators")
         )
+        if loss["phonetic"] < 0:
+            raise ValueError(f"loss.phonetic must be at least 0, got {loss['phonetic']}")
+        if loss["phonetic"] > 0 and train["decoder_only"]:
+            raise ValueError("loss.phonetic trains the encoder's codes; train.decoder_only freezes them (set one of them off)")
         torch.manual_seed(train["seed"])
         self.generator = _build_generator(config).to(self.device)
         self.mel_model = is_mel_config(self.generator.config)
@@ -304,6 +431,7 @@ class CodecTrainer:
                 "loss.semantic > 0 needs a semantic teacher, which only the waveform X-codec2 has "
                 "(its w2v-BERT); set loss.semantic: 0 for encoder_type: mel"
             )
+        self.phonetic_head = None  # built with the data below
         self._train_mode()
         disc = config["discriminators"]
         self.discriminators = nn.ModuleDict(
@@ -313,9 +441,27 @@ class CodecTrainer:
             self.generator.config.sampling_rate, loss["mel_n_mels"], loss["mel_window_lengths"]
         ).to(self.device)
 
+        data = config["data"]
+        clips = list_clips(data["train"])
+        if data["eval"]:
+            eval_clips = list_clips(data["eval"])
+        else:
+            if len(clips) <= data["eval_clips"]:
+                raise ValueError(f"{data['train']}: {len(clips)} files; need more than eval_clips={data['eval_clips']}")
+            clips, eval_clips = clips[: -data["eval_clips"]], clips[-data["eval_clips"] :]
+        eval_clips = eval_clips[: data["eval_clips"]]
+        self.sampler = CropSampler([a for a, _ in clips], int(data["crop_seconds"] * SAMPLE_RATE), train["seed"])
+        held_out = CropSampler([a for a, _ in eval_clips], int(data["eval_seconds"] * SAMPLE_RATE), train["seed"])
+        self.eval_batch = torch.from_numpy(np.stack([held_out.read(i, None) for i in range(len(held_out.files))]))[:, None]
+        if loss["phonetic"] > 0:
+            self._phonetic_data(clips, eval_clips)
+        if not config["init_from"]:
+            self._unit_variance_quantizer_input()
+
         generator_params = [p for p in self.generator.parameters() if p.requires_grad]
-        if self.semantic_head is not None:
-            generator_params += list(self.semantic_head.parameters())
+        for head in (self.semantic_head, self.phonetic_head):
+            if head is not None:
+                generator_params += list(head.parameters())
         self.generator_params = generator_params
         adamw = dict(lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"])
         self.opt_g = torch.optim.AdamW(generator_params, **adamw)
@@ -325,19 +471,25 @@ class CodecTrainer:
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
         self.step = 0
 
-        data = config["data"]
-        files = list_audio(data["train"])
-        if data["eval"]:
-            eval_files = list_audio(data["eval"])
-        else:
-            if len(files) <= data["eval_clips"]:
-                raise ValueError(f"{data['train']}: {len(files)} files; need more than eval_clips={data['eval_clips']}")
-            files, eval_files = files[: -data["eval_clips"]], files[-data["eval_clips"] :]
-        self.sampler = CropSampler(files, int(data["crop_seconds"] * SAMPLE_RATE), train["seed"])
-        held_out = CropSampler(eval_files[: data["eval_clips"]], int(data["eval_seconds"] * SAMPLE_RATE), train["seed"])
-        self.eval_batch = torch.from_numpy(np.stack([held_out.read(i, None) for i in range(len(held_out.files))]))[:, None]
-        if not config["init_from"]:
-            self._unit_variance_quantizer_input()
+    def _phonetic_data(self, clips: list[tuple[str, str | None]], eval_clips: list[tuple[str, str | None]]) -> None:
+        """Phoneme inventory, the utterance sampler, held-out utterances and the head."""
+        data, loss = self.config["data"], self.config["loss"]
+        untranscribed = [audio for audio, text in clips if not text]
+        if untranscribed:
+            raise ValueError(
+                f"loss.phonetic needs a transcript for every training clip; {len(untranscribed)} have none "
+                f"(e.g. {untranscribed[0]}): data.train must be JSONL manifests with `text`"
+            )
+        self.phonetic_targets = PhoneticTargets([text for _, text in clips], loss["phonetic_frontend"])
+        sampler = functools.partial(
+            UtteranceSampler, targets=self.phonetic_targets, hop=self.generator.config.hop_length,
+            max_samples=int(data["phonetic_max_seconds"] * SAMPLE_RATE), seed=self.config["train"]["seed"],
+        )
+        self.utterances = sampler(clips)
+        held_out = [(audio, text) for audio, text in eval_clips if text]
+        self.eval_utterances = sampler(held_out) if held_out else None
+        self.phonetic_head = PhoneticHead(self.generator.config.quantization_dim, len(self.phonetic_targets.symbols))
+        self.phonetic_head.to(self.device)
 
     # state ------------------------------------------------------------------------------
 
@@ -346,6 +498,8 @@ class CodecTrainer:
             "step": self.step,
             "discriminators": self.discriminators.state_dict(),
             "semantic_head": self.semantic_head.state_dict() if self.semantic_head is not None else None,
+            "phonetic_head": self.phonetic_head.state_dict() if self.phonetic_head is not None else None,
+            "phonetic_symbols": self.phonetic_targets.symbols if self.phonetic_head is not None else None,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "sched_g": self.sched_g.state_dict(),
@@ -380,6 +534,10 @@ class CodecTrainer:
         self.discriminators.load_state_dict(state["discriminators"])
         if self.semantic_head is not None:
             self.semantic_head.load_state_dict(state["semantic_head"])
+        if self.phonetic_head is not None:
+            if state.get("phonetic_symbols") != self.phonetic_targets.symbols:
+                raise ValueError(f"{checkpoint}: its phoneme inventory differs from this data's (other transcripts or front-end)")
+            self.phonetic_head.load_state_dict(state["phonetic_head"])
         for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
             getattr(self, name).load_state_dict(state[name])
         torch.set_rng_state(state["rng"].cpu())
@@ -395,8 +553,9 @@ class CodecTrainer:
             for name, module in self.generator.named_children():
                 if name != "acoustic_decoder":
                     module.eval()  # no dropout: the codes are exactly those of the frozen encoder
-        if self.semantic_head is not None:
-            self.semantic_head.train()
+        for head in (self.semantic_head, self.phonetic_head):
+            if head is not None:
+                head.train()
 
     def _autocast(self, enabled: bool):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -439,6 +598,15 @@ class CodecTrainer:
                 predicted = self.semantic_head(encoded.latents)
                 semantic = nn.functional.mse_loss(predicted.float(), target.float())
         return recon.float(), encoded.audio_codes, semantic
+
+    def phonetic(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CTC loss, log-probabilities) of an `UtteranceSampler` batch: the encoder reads whole
+        utterances (as at inference), the head reads their quantized latents."""
+        wav, frames, ids, lengths = batch
+        with self._autocast(self.bf16):
+            latents = self._encode(wav.to(self.device))[0].latents
+        log_probs = self.phonetic_head(latents)
+        return ctc_loss(log_probs, *(t.to(self.device) for t in (frames, ids, lengths))), log_probs
 
     def _discriminate(self, wav: torch.Tensor):
         with self._autocast(self.bf16_discriminators):
@@ -490,6 +658,10 @@ class CodecTrainer:
         if semantic is not None:
             total = total + loss_cfg["semantic"] * semantic
             stats["semantic"] = semantic.item()
+        if self.phonetic_head is not None:
+            phonetic, _ = self.phonetic(self.utterances.batch(self.step, self.config["data"]["phonetic_batch"]))
+            total = total + loss_cfg["phonetic"] * phonetic
+            stats["phonetic"] = phonetic.item()
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         stats["g_grad_norm"] = float(nn.utils.clip_grad_norm_(self.generator_params, clip))
@@ -502,17 +674,24 @@ class CodecTrainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Multi-scale mel L1 of the held-out clips' resynthesis, and the share of codes used."""
+        """Multi-scale mel L1 of the held-out clips' resynthesis, and the share of codes used; with
+        the phonetic term, its CTC loss and best-path phone error rate on the held-out utterances."""
         self.generator.eval()
-        if self.semantic_head is not None:
-            self.semantic_head.eval()
+        for head in (self.semantic_head, self.phonetic_head):
+            if head is not None:
+                head.eval()
         try:
             wav = self.eval_batch.to(self.device)
             recon, codes, _ = self.reconstruct(wav)
-            return {
+            record = {
                 "eval_mel": float(self.mel_loss(recon, wav)),
                 "codes_used": len(torch.unique(codes)) / codebook_size(self.generator.config),
             }
+            if self.phonetic_head is not None and self.eval_utterances is not None:
+                batch = self.eval_utterances.read(range(len(self.eval_utterances.items)))
+                loss, log_probs = self.phonetic(batch)
+                record.update(eval_phonetic=float(loss), eval_per=greedy_phone_errors(log_probs, *batch[1:]))
+            return record
         finally:
             self._train_mode()
 
