@@ -363,6 +363,9 @@ def test_phonetic_term_trains_the_encoder_to_spell_out_phonemes(transcribed, tmp
     recipe["loss"]["gan_start_step"] = 1000
     recipe["optim"].update(lr=3e-3, warmup_steps=0)
     trainer = CodecTrainer(load_config(recipe))
+    head_group = trainer.opt_g.param_groups[-1]
+    assert head_group["params"] == list(trainer.phonetic_head.parameters())
+    assert head_group["lr"] == pytest.approx(10 * trainer.opt_g.param_groups[0]["lr"])  # phonetic_head_lr
     batch = trainer.utterances.batch(0, 4)
     encoder_before = {k: v.clone() for k, v in trainer.generator.mel_encoder.state_dict().items()}
     losses = []

@@ -86,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
         # teacher-free stand-in for the semantic term, for the mel encoder (PhoneticHead says why)
         "phonetic": 0.0,
         "phonetic_frontend": "espeak:en-us",  # llasa.lm.frontend spec that turns text into phonemes
+        # the head's learning rate as a multiple of optim.lr: at the codec's own rate it was still on
+        # CTC's all-blank plateau after 2,000 steps, while its blank-pushing gradient shrank the codes used
+        "phonetic_head_lr": 10.0,
         "gan_start_step": 0,
         # the discriminators see a random segment of this length from each crop (None: the whole
         # crop); on a CPU they cost many times the generator, and their cost is linear in length
@@ -459,12 +462,16 @@ class CodecTrainer:
             self._unit_variance_quantizer_input()
 
         generator_params = [p for p in self.generator.parameters() if p.requires_grad]
-        for head in (self.semantic_head, self.phonetic_head):
-            if head is not None:
-                generator_params += list(head.parameters())
+        if self.semantic_head is not None:
+            generator_params += list(self.semantic_head.parameters())
+        groups = [{"params": generator_params}]
+        if self.phonetic_head is not None:
+            head = list(self.phonetic_head.parameters())
+            groups.append({"params": head, "lr": optim["lr"] * loss["phonetic_head_lr"]})
+            generator_params = generator_params + head
         self.generator_params = generator_params
         adamw = dict(lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"])
-        self.opt_g = torch.optim.AdamW(generator_params, **adamw)
+        self.opt_g = torch.optim.AdamW(groups, **adamw)
         self.opt_d = torch.optim.AdamW(self.discriminators.parameters(), **adamw)
         schedule = lambda step: lr_factor(step, optim)  # noqa: E731
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
