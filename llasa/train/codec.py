@@ -322,6 +322,7 @@ class PhoneticHead(nn.Module):
     whatever lowers the mel loss (pitch, loudness), and the words suffer first. FACodec
     (NaturalSpeech 3) supervises its content codes with phones in the same spirit; X-codec2 uses
     a w2v-BERT teacher, which a CPU-sized mel codec does not have. Not part of the saved codec.
+    On the built-in codec's data, 2,000 stage-1 steps with it gave no measurable WER gain (README).
     """
 
     def __init__(self, quantization_dim: int, symbols: int, hidden: int = 256):
