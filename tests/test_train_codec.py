@@ -333,9 +333,9 @@ def test_phoneme_targets_are_the_ipa_without_stress_spaces_or_punctuation():
 
 def test_utterance_batches_are_whole_clips_that_ctc_can_align(transcribed, tmp_path):
     targets = PhoneticTargets(SENTENCES, "espeak:en-us")
-    clips = [(str(transcribed / f"clip{i}.wav"), SENTENCES[i]) for i in range(6)]
+    clips = [(str(transcribed / f"clip{i}.wav"), SENTENCES[i], 19200) for i in range(6)]
     sf.write(tmp_path / "short.wav", _voice(150, 0.1, 9), 16000)  # 5 frames for ~15 phonemes
-    sampler = UtteranceSampler(clips + [(str(tmp_path / "short.wav"), SENTENCES[1])], targets,
+    sampler = UtteranceSampler(clips + [(str(tmp_path / "short.wav"), SENTENCES[1], 1600)], targets,
                                hop=320, max_samples=16000 * 2, seed=0)
     assert len(sampler.items) == 6  # the clip too short to hold its phonemes is never drawn
     wav, frames, ids, lengths = sampler.batch(3, 4)

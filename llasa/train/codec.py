@@ -181,7 +181,7 @@ def list_clips(source: str | Path | list[str | Path]) -> list[tuple[str, str | N
         return [clip for one in source for clip in list_clips(one)]
     path = Path(source)
     if path.is_dir():
-        clips = [(str(p), None) for p in sorted(path.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES]
+        clips = [(p, None) for p in sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)]
     elif path.is_file():
         items = read_jsonl(path)
         missing = [n for n, item in enumerate(items, 1) if not item.get("audio")]
@@ -211,10 +211,15 @@ class CropSampler:
         self.files, self.crop, self.seed = files, crop_samples, seed
         self.infos = [sf.info(f) for f in tqdm(files, desc="index audio", unit="file", leave=False)]
 
+    def samples(self, index: int) -> int:
+        """Length of file `index` at 16 kHz."""
+        info = self.infos[index]
+        return int(info.frames * SAMPLE_RATE / info.samplerate)
+
     def read(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
         """A crop of file `index`: random if `rng` is given, else its beginning."""
         info = self.infos[index]
-        length = int(info.frames * SAMPLE_RATE / info.samplerate)
+        length = self.samples(index)
         offset = int(rng.integers(0, max(1, length - self.crop + 1))) if rng is not None else 0
         if info.samplerate == SAMPLE_RATE:
             wav, _ = sf.read(self.files[index], start=offset, frames=self.crop, dtype="float32", always_2d=True)
@@ -262,12 +267,11 @@ class UtteranceSampler:
     (seed, step). Utterances longer than `max_samples`, or with more phonemes than codec frames
     (CTC could not align them), are never drawn."""
 
-    def __init__(self, clips: list[tuple[str, str]], targets: PhoneticTargets, *, hop: int, max_samples: int, seed: int):
+    def __init__(self, clips: list[tuple[str, str, int]], targets: PhoneticTargets, *, hop: int, max_samples: int, seed: int):
+        """``clips``: (audio file, transcript, length in 16 kHz samples), e.g. from a `CropSampler`'s index."""
         self.hop, self.seed = hop, seed
         self.items = []
-        for audio, text in tqdm(clips, desc="index utterances", unit="file", leave=False):
-            info = sf.info(audio)
-            samples = int(info.frames * SAMPLE_RATE / info.samplerate)
+        for audio, text, samples in clips:
             ids = targets(text)
             if 0 < len(ids) <= samples // hop and samples <= max_samples:
                 self.items.append((audio, ids))
@@ -455,8 +459,8 @@ class CodecTrainer:
             clips, eval_clips = clips[: -data["eval_clips"]], clips[-data["eval_clips"] :]
         eval_clips = eval_clips[: data["eval_clips"]]
         self.sampler = CropSampler([a for a, _ in clips], int(data["crop_seconds"] * SAMPLE_RATE), train["seed"])
-        held_out = CropSampler([a for a, _ in eval_clips], int(data["eval_seconds"] * SAMPLE_RATE), train["seed"])
-        self.eval_batch = torch.from_numpy(np.stack([held_out.read(i, None) for i in range(len(held_out.files))]))[:, None]
+        self.held_out = CropSampler([a for a, _ in eval_clips], int(data["eval_seconds"] * SAMPLE_RATE), train["seed"])
+        self.eval_batch = torch.from_numpy(np.stack([self.held_out.read(i, None) for i in range(len(eval_clips))]))[:, None]
         if loss["phonetic"] > 0:
             self._phonetic_data(clips, eval_clips)
         if not config["init_from"]:
@@ -493,8 +497,9 @@ class CodecTrainer:
             UtteranceSampler, targets=self.phonetic_targets, hop=self.generator.config.hop_length,
             max_samples=int(data["phonetic_max_seconds"] * SAMPLE_RATE), seed=self.config["train"]["seed"],
         )
-        self.utterances = sampler(clips)
-        held_out = [(audio, text) for audio, text in eval_clips if text]
+        # their lengths come from the crop samplers' index (the same files, in the same order)
+        self.utterances = sampler([(a, t, self.sampler.samples(i)) for i, (a, t) in enumerate(clips)])
+        held_out = [(a, t, self.held_out.samples(i)) for i, (a, t) in enumerate(eval_clips) if t]
         self.eval_utterances = sampler(held_out) if held_out else None
         self.phonetic_head = PhoneticHead(self.generator.config.quantization_dim, len(self.phonetic_targets.symbols))
         self.phonetic_head.to(self.device)
