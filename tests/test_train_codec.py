@@ -32,6 +32,7 @@ from llasa.train.codec import (
     lr_factor,
     train_codec,
 )
+from llasa.train.phones import PhoneRecognizer, train_recognizer
 
 TINY_MEL = {
     "hidden_size": 64,
@@ -415,4 +416,122 @@ def test_phonetic_term_errors_name_the_problem(corpus, transcribed, tmp_path):
     recipe = _phonetic_recipe(transcribed, tmp_path)
     recipe["loss"]["phonetic"] = -1
     with pytest.raises(ValueError, match="loss.phonetic must be at least 0"):
+        CodecTrainer(load_config(recipe))
+
+
+# the phone recogniser and the intelligibility term ------------------------------------------------
+
+TINY_RECOGNIZER = {"n_mels": 32, "width": 32, "layers": 2, "kernel": 3}
+
+
+def _phones_recipe(transcribed, output_dir, **train) -> dict:
+    return {
+        "output_dir": str(output_dir),
+        "model": dict(TINY_RECOGNIZER),
+        "data": {"train": str(transcribed / "train.jsonl"), "eval_clips": 2, "batch_size": 2, "max_seconds": 2.0,
+                 "time_mask_frames": 5, "freq_mask_bins": 4},
+        "optim": {"lr": 3e-3, "warmup_steps": 1},
+        "train": {"max_steps": 4, "log_every": 1, "eval_every": 2, "save_every": 2, **train},
+    }  # fmt: skip
+
+
+def test_phone_recognizer_reads_50_hz_frames_and_round_trips_through_save(tmp_path):
+    model = PhoneRecognizer(["a", "b", "c"], "espeak:en-us", **TINY_RECOGNIZER).eval()
+    wav = torch.from_numpy(_voice(150, 0.64, 1))[None, None]
+    log_probs = model(wav)
+    assert log_probs.shape == (1, 32, 4)  # 0.64 s at 50 Hz; 3 symbols + blank
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(1, 32))
+    model.save_pretrained(tmp_path / "r")
+    again = PhoneRecognizer.from_pretrained(tmp_path / "r").eval()
+    assert torch.equal(again(wav), log_probs) and again.config == model.config
+    with pytest.raises(ValueError, match="320-sample frames"):
+        model(wav[..., :-1])
+    with pytest.raises(FileNotFoundError, match="llasa train phones"):
+        PhoneRecognizer.from_pretrained(tmp_path)
+
+
+def test_recognizer_training_learns_and_resumes_exactly(transcribed, tmp_path):
+    straight = train_recognizer(_phones_recipe(transcribed, tmp_path / "straight"), resume=False)
+    interrupted = _phones_recipe(transcribed, tmp_path / "resumed")
+    train_recognizer(interrupted, resume=False, max_steps=2)
+    resumed = train_recognizer(interrupted, resume=True)
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("straight", "resumed")]
+    assert [sorted(r) for r in logs[0]] == [sorted(r) for r in logs[1]]
+    for a, b in zip(*logs, strict=True):
+        for key in ("ctc", "eval_ctc", "eval_per"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    a, b = (load_file(d / "model.safetensors") for d in (straight, resumed))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    # the model it trains can learn to read: CTC on one batch falls
+    model = PhoneRecognizer.from_pretrained(straight)
+    targets = model.targets()
+    assert set(model.config["symbols"]) >= {"ð", "ə"} and targets("The cat.")
+    sampler = UtteranceSampler([(str(transcribed / f"clip{i}.wav"), SENTENCES[i], 19200) for i in range(4)],
+                               targets, hop=320, max_samples=32000, seed=0)  # fmt: skip
+    batch = sampler.read(range(4))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = ctc_loss(model(batch[0]), *batch[1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.75 * losses[0], losses
+
+
+def _intelligibility_recipe(transcribed, tmp_path, recognizer) -> dict:
+    stage1 = train_codec(_recipe(transcribed, tmp_path / "stage1", max_steps=1), resume=False)
+    recipe = _recipe(transcribed, tmp_path / "stage2", max_steps=2, decoder_only=True)
+    recipe["init_from"] = str(stage1)
+    recipe["loss"].update(gan_start_step=0, intelligibility=2.0, recognizer=str(recognizer))
+    recipe["data"]["phonetic_batch"] = 2
+    return recipe
+
+
+def test_intelligibility_term_trains_only_the_decoder_to_be_understood(transcribed, tmp_path):
+    listener = PhoneRecognizer(PhoneticTargets(SENTENCES, "espeak:en-us").symbols, "espeak:en-us", **TINY_RECOGNIZER)
+    listener.save_pretrained(tmp_path / "listener")
+    recipe = _intelligibility_recipe(transcribed, tmp_path, tmp_path / "listener")
+    trainer = CodecTrainer(load_config(recipe))
+    assert not any(p.requires_grad for p in trainer.recognizer.parameters()) and not trainer.recognizer.training
+    batch = trainer.heard.batch(0, 2)
+    before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    losses = []
+    for _ in range(15):  # the term alone moves the decoder towards what the listener reads
+        loss, _ = trainer.intelligibility(batch)
+        trainer.opt_g.zero_grad()
+        loss.backward()
+        trainer.opt_g.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.9 * losses[0], losses
+    after = trainer.generator.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("acoustic_decoder."))
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("acoustic_decoder."))
+
+    final = train_codec(recipe, resume=False)
+    records = [json.loads(line) for line in (tmp_path / "stage2" / "log.jsonl").read_text().splitlines()]
+    assert all(r["intelligibility"] > 0 for r in records if "mel" in r)
+    evals = [r for r in records if "eval_mel" in r]
+    assert evals and all(r["eval_intelligibility"] > 0 and 0 <= r["eval_heard_per"] for r in evals)
+    assert load_file(tmp_path / "listener" / "model.safetensors").keys() == listener.state_dict().keys()
+    assert not any("recognizer" in key for key in load_file(final / "model.safetensors"))
+    stage1 = load_file(tmp_path / "stage1" / "codec" / "model.safetensors")
+    shipped = load_file(final / "model.safetensors")
+    assert all(torch.equal(stage1[k], shipped[k]) for k in stage1 if not k.startswith("acoustic_decoder."))
+
+
+def test_intelligibility_errors_name_the_problem(transcribed, tmp_path):
+    recipe = _recipe(transcribed, tmp_path)
+    recipe["loss"]["intelligibility"] = 1.0
+    with pytest.raises(ValueError, match="loss.recognizer"):
+        CodecTrainer(load_config(recipe))
+    recipe["loss"]["recognizer"] = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="llasa train phones"):
+        CodecTrainer(load_config(recipe))
+    recipe["loss"]["intelligibility"] = -1.0
+    with pytest.raises(ValueError, match="loss.intelligibility must be at least 0"):
         CodecTrainer(load_config(recipe))

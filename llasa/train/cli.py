@@ -1,4 +1,4 @@
-"""`llasa train lm CONFIG` and `llasa train codec CONFIG`."""
+"""`llasa train lm CONFIG`, `llasa train codec CONFIG` and `llasa train phones CONFIG`."""
 
 from __future__ import annotations
 
@@ -28,10 +28,23 @@ def _train_codec(args) -> int:
     return 0
 
 
+def _train_phones(args) -> int:
+    from llasa.train.phones import train_recognizer
+
+    final = train_recognizer(_config(args), resume=not args.no_resume, max_steps=args.max_steps)
+    print(final)
+    return 0
+
+
 def add_commands(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train the LM or the codec (launch with `accelerate launch` for many GPUs)")
+    train = subparsers.add_parser("train", help="train the LM, the codec or a phone recogniser (launch with `accelerate launch` for many GPUs)")
     verbs = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
-    for name, handler, what in (("lm", _train_lm, "the Llasa LM on code shards"), ("codec", _train_codec, "the X-codec2 codec")):
+    commands = (
+        ("lm", _train_lm, "the Llasa LM on code shards"),
+        ("codec", _train_codec, "the X-codec2 codec"),
+        ("phones", _train_phones, "a phone recogniser on transcribed audio (for the codec's loss.intelligibility)"),
+    )
+    for name, handler, what in commands:
         p = verbs.add_parser(name, help=f"train {what}")
         p.add_argument("config", help="YAML or JSON recipe (see configs/)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -3,7 +3,9 @@
 Generator loss = mel * multi-scale log-mel L1 + adversarial * LSGAN + feature_matching *
 (MPD + spec-D feature matching) [+ semantic * MSE to the frozen w2v-BERT features, for the
 waveform model only: its own semantic encoder is the teacher] [+ phonetic * CTC of the
-transcript's phonemes read off the quantized latents of whole utterances]. One iteration is a
+transcript's phonemes read off the quantized latents of whole utterances] [+ intelligibility *
+CTC of the transcript's phonemes read by a frozen phone recogniser off the resynthesis of whole
+utterances (llasa.train.phones)]. One iteration is a
 discriminator step then a generator step, both AdamW (0.8, 0.9) with gradient clipping and
 a quadratic-warmup / linear-decay schedule. `gan_start_step` trains on reconstruction alone
 first, which is common practice and far cheaper on a CPU; the discriminators' schedule starts
@@ -71,8 +73,8 @@ DEFAULTS: dict[str, Any] = {
         "eval_seconds": 2.0,
         "crop_seconds": 6.0,
         "batch_size": 8,
-        # whole transcribed utterances per step for the phonetic term (read from the same sources,
-        # which must then be manifests with `text`), at most this long
+        # whole transcribed utterances per step for the phonetic and intelligibility terms (read
+        # from the same sources, which must then be manifests with `text`), at most this long
         "phonetic_batch": 8,
         "phonetic_max_seconds": 10.0,
     },
@@ -89,6 +91,12 @@ DEFAULTS: dict[str, Any] = {
         # the head's learning rate as a multiple of optim.lr: at the codec's own rate it was still on
         # CTC's all-blank plateau after 2,000 steps, while its blank-pushing gradient shrank the codes used
         "phonetic_head_lr": 10.0,
+        # weight of the intelligibility term (0: off): a frozen phone recogniser trained on real
+        # audio (`llasa train phones`; its output directory is `recognizer`) must read the
+        # transcript's phonemes (CTC) off the resynthesis of whole utterances; works with
+        # train.decoder_only, so the codes stay those an LM was trained on (llasa/train/phones.py)
+        "intelligibility": 0.0,
+        "recognizer": None,
         "gan_start_step": 0,
         # the discriminators see a random segment of this length from each crop (None: the whole
         # crop); on a CPU they cost many times the generator, and their cost is linear in length
@@ -138,17 +146,17 @@ DEFAULTS: dict[str, Any] = {
 # config ---------------------------------------------------------------------------------------
 
 
-def _merge(defaults: dict, given: dict, where: str) -> dict:
+def _merge(defaults: dict, given: dict, where: str, what: str = "codec training") -> dict:
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown codec training option(s) {', '.join(where + k for k in unknown)}; "
+        raise ValueError(f"unknown {what} option(s) {', '.join(where + k for k in unknown)}; "
                          f"known: {', '.join(where + k for k in defaults)}")
     merged = copy.deepcopy(defaults)
     for key, value in given.items():
         if isinstance(defaults[key], dict) and key != "model":
             if not isinstance(value, dict):
-                raise ValueError(f"codec training option {where}{key} must be a mapping, got {value!r}")
-            merged[key] = _merge(defaults[key], value, f"{where}{key}.")
+                raise ValueError(f"{what} option {where}{key} must be a mapping, got {value!r}")
+            merged[key] = _merge(defaults[key], value, f"{where}{key}.", what)
         else:
             merged[key] = value
     return merged
@@ -240,20 +248,23 @@ class PhoneticTargets:
     The symbols are the characters of the front-end's IPA without spaces, punctuation and
     stress marks (espeak writes one character per phone, plus length marks and diphthong
     halves); the inventory is what the training transcripts use, in sorted order, so that a
-    resumed run rebuilds it exactly. Symbols outside it (in held-out text) are dropped.
+    resumed run rebuilds it exactly (or `symbols`, e.g. a trained recogniser's). Symbols outside
+    it (in held-out text) are dropped.
     """
 
     @staticmethod
     def phonetic(symbol: str) -> bool:
         return not (symbol.isspace() or symbol in "ˈˌ" or unicodedata.category(symbol).startswith("P"))
 
-    def __init__(self, texts: list[str], frontend: str):
+    def __init__(self, texts: list[str], frontend: str, symbols: list[str] | None = None):
         from llasa.lm.frontend import Frontend
 
         self.frontend = Frontend(frontend)
         unique = sorted(set(texts))
         self._phones = {t: self.frontend(t) for t in tqdm(unique, desc="phonemize", unit="text", leave=False)}
-        self.symbols = sorted({c for phones in self._phones.values() for c in phones if self.phonetic(c)})
+        if symbols is None:
+            symbols = sorted({c for phones in self._phones.values() for c in phones if self.phonetic(c)})
+        self.symbols = list(symbols)
         self._ids = {c: i for i, c in enumerate(self.symbols, 1)}
 
     def __call__(self, text: str) -> list[int]:
@@ -417,8 +428,11 @@ class CodecTrainer:
             resolve_precision(train[name], self.device, where=f"train.{name}") == "bf16"
             for name in ("bf16", "bf16_discriminators")
         )
-        if loss["phonetic"] < 0:
-            raise ValueError(f"loss.phonetic must be at least 0, got {loss['phonetic']}")
+        for name in ("phonetic", "intelligibility"):
+            if loss[name] < 0:
+                raise ValueError(f"loss.{name} must be at least 0, got {loss[name]}")
+        if loss["intelligibility"] > 0 and not loss["recognizer"]:
+            raise ValueError("loss.intelligibility needs loss.recognizer: the output directory of `llasa train phones`")
         if loss["phonetic"] > 0 and train["decoder_only"]:
             raise ValueError("loss.phonetic trains the encoder's codes; train.decoder_only freezes them (set one of them off)")
         torch.manual_seed(train["seed"])
@@ -439,7 +453,7 @@ class CodecTrainer:
                 "loss.semantic > 0 needs a semantic teacher, which only the waveform X-codec2 has "
                 "(its w2v-BERT); set loss.semantic: 0 for encoder_type: mel"
             )
-        self.phonetic_head = None  # built with the data below
+        self.phonetic_head = self.recognizer = None  # built with the data below
         self._train_mode()
         disc = config["discriminators"]
         self.discriminators = nn.ModuleDict(
@@ -463,6 +477,8 @@ class CodecTrainer:
         self.eval_batch = torch.from_numpy(np.stack([self.held_out.read(i, None) for i in range(len(eval_clips))]))[:, None]
         if loss["phonetic"] > 0:
             self._phonetic_data(clips, eval_clips)
+        if loss["intelligibility"] > 0:
+            self._intelligibility_data(clips, eval_clips)
         if not config["init_from"]:
             self._unit_variance_quantizer_input()
 
@@ -483,26 +499,41 @@ class CodecTrainer:
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
         self.step = 0
 
-    def _phonetic_data(self, clips: list[tuple[str, str | None]], eval_clips: list[tuple[str, str | None]]) -> None:
-        """Phoneme inventory, the utterance sampler, held-out utterances and the head."""
-        data, loss = self.config["data"], self.config["loss"]
+    def _utterance_samplers(self, clips, eval_clips, targets: "PhoneticTargets", term: str):
+        """(training, held-out or None) `UtteranceSampler`s of the transcribed clips for loss.`term`."""
         untranscribed = [audio for audio, text in clips if not text]
         if untranscribed:
             raise ValueError(
-                f"loss.phonetic needs a transcript for every training clip; {len(untranscribed)} have none "
+                f"loss.{term} needs a transcript for every training clip; {len(untranscribed)} have none "
                 f"(e.g. {untranscribed[0]}): data.train must be JSONL manifests with `text`"
             )
-        self.phonetic_targets = PhoneticTargets([text for _, text in clips], loss["phonetic_frontend"])
+        data = self.config["data"]
         sampler = functools.partial(
-            UtteranceSampler, targets=self.phonetic_targets, hop=self.generator.config.hop_length,
+            UtteranceSampler, targets=targets, hop=self.generator.config.hop_length,
             max_samples=int(data["phonetic_max_seconds"] * SAMPLE_RATE), seed=self.config["train"]["seed"],
         )
         # their lengths come from the crop samplers' index (the same files, in the same order)
-        self.utterances = sampler([(a, t, self.sampler.samples(i)) for i, (a, t) in enumerate(clips)])
+        training = sampler([(a, t, self.sampler.samples(i)) for i, (a, t) in enumerate(clips)])
         held_out = [(a, t, self.held_out.samples(i)) for i, (a, t) in enumerate(eval_clips) if t]
-        self.eval_utterances = sampler(held_out) if held_out else None
+        return training, (sampler(held_out) if held_out else None)
+
+    def _phonetic_data(self, clips: list[tuple[str, str | None]], eval_clips: list[tuple[str, str | None]]) -> None:
+        """Phoneme inventory, the utterance samplers and the head."""
+        self.phonetic_targets = PhoneticTargets([text for _, text in clips if text], self.config["loss"]["phonetic_frontend"])
+        self.utterances, self.eval_utterances = self._utterance_samplers(clips, eval_clips, self.phonetic_targets, "phonetic")
         self.phonetic_head = PhoneticHead(self.generator.config.quantization_dim, len(self.phonetic_targets.symbols))
         self.phonetic_head.to(self.device)
+
+    def _intelligibility_data(self, clips: list[tuple[str, str | None]], eval_clips: list[tuple[str, str | None]]) -> None:
+        """The frozen recogniser and utterance samplers with its phoneme inventory."""
+        from llasa.train.phones import FRAME_HOP, PhoneRecognizer
+
+        if self.generator.config.hop_length != FRAME_HOP:
+            raise ValueError(f"loss.intelligibility: the recogniser reads {FRAME_HOP}-sample frames, "
+                             f"this codec's hop is {self.generator.config.hop_length}")  # fmt: skip
+        self.recognizer = PhoneRecognizer.from_pretrained(self.config["loss"]["recognizer"]).to(self.device)
+        self.recognizer.eval().requires_grad_(False)  # a fixed listener: only the codec learns
+        self.heard, self.eval_heard = self._utterance_samplers(clips, eval_clips, self.recognizer.targets(), "intelligibility")
 
     # state ------------------------------------------------------------------------------
 
@@ -621,6 +652,14 @@ class CodecTrainer:
         log_probs = self.phonetic_head(latents)
         return ctc_loss(log_probs, *(t.to(self.device) for t in (frames, ids, lengths))), log_probs
 
+    def intelligibility(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CTC loss, log-probabilities) of the frozen recogniser on the resynthesis of an
+        `UtteranceSampler` batch of whole utterances."""
+        wav, frames, ids, lengths = batch
+        recon = self.reconstruct(wav.to(self.device))[0]
+        log_probs = self.recognizer(recon)
+        return ctc_loss(log_probs, *(t.to(self.device) for t in (frames, ids, lengths))), log_probs
+
     def _discriminate(self, wav: torch.Tensor):
         with self._autocast(self.bf16_discriminators):
             return {name: d(wav) for name, d in self.discriminators.items()}
@@ -675,6 +714,10 @@ class CodecTrainer:
             phonetic, _ = self.phonetic(self.utterances.batch(self.step, self.config["data"]["phonetic_batch"]))
             total = total + loss_cfg["phonetic"] * phonetic
             stats["phonetic"] = phonetic.item()
+        if self.recognizer is not None:
+            heard, _ = self.intelligibility(self.heard.batch(self.step, self.config["data"]["phonetic_batch"]))
+            total = total + loss_cfg["intelligibility"] * heard
+            stats["intelligibility"] = heard.item()
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         stats["g_grad_norm"] = float(nn.utils.clip_grad_norm_(self.generator_params, clip))
@@ -688,7 +731,8 @@ class CodecTrainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Multi-scale mel L1 of the held-out clips' resynthesis, and the share of codes used; with
-        the phonetic term, its CTC loss and best-path phone error rate on the held-out utterances."""
+        the phonetic term, its CTC loss and best-path phone error rate on the held-out utterances;
+        with the intelligibility term, the recogniser's on their resynthesis."""
         self.generator.eval()
         for head in (self.semantic_head, self.phonetic_head):
             if head is not None:
@@ -704,6 +748,10 @@ class CodecTrainer:
                 batch = self.eval_utterances.read(range(len(self.eval_utterances.items)))
                 loss, log_probs = self.phonetic(batch)
                 record.update(eval_phonetic=float(loss), eval_per=greedy_phone_errors(log_probs, *batch[1:]))
+            if self.recognizer is not None and self.eval_heard is not None:
+                batch = self.eval_heard.read(range(len(self.eval_heard.items)))
+                loss, log_probs = self.intelligibility(batch)
+                record.update(eval_intelligibility=float(loss), eval_heard_per=greedy_phone_errors(log_probs, *batch[1:]))
             return record
         finally:
             self._train_mode()
