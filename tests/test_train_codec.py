@@ -421,7 +421,7 @@ def test_phonetic_term_errors_name_the_problem(corpus, transcribed, tmp_path):
 
 # the phone recogniser and the intelligibility term ------------------------------------------------
 
-TINY_RECOGNIZER = {"n_mels": 32, "width": 32, "layers": 2, "kernel": 3}
+TINY_RECOGNIZER = {"n_mels": 32, "width": 32, "layers": 2, "kernel": 3, "dilations": [1, 2]}
 
 
 def _phones_recipe(transcribed, output_dir, **train) -> dict:

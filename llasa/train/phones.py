@@ -60,7 +60,9 @@ FRAME_HOP = 320  # samples per output frame: 50 Hz, the codec's rate
 DEFAULTS: dict[str, Any] = {
     "output_dir": None,
     "frontend": "espeak:en-us",  # llasa.lm.frontend spec: text -> IPA phonemes
-    "model": {"n_mels": 80, "width": 256, "layers": 6, "kernel": 5},
+    # dilations cycle over the layers; the context each output frame sees is set by kernel,
+    # layers and dilations (6 x kernel 5 x (1, 2, 4): about a second)
+    "model": {"n_mels": 80, "width": 256, "layers": 6, "kernel": 5, "dilations": [1, 2, 4]},
     "data": {
         "train": None,  # JSONL manifest(s) with `audio` and `text`/`normalized`
         "eval": None,  # the same; if absent the last `eval_clips` training clips are held out
@@ -102,16 +104,19 @@ class _Block(nn.Module):
 class PhoneRecognizer(nn.Module):
     """16 kHz waveform (B, 1, N) -> (B, N // 320, symbols + 1) log-probabilities (0: CTC blank)."""
 
-    def __init__(self, symbols: list[str], frontend: str, *, n_mels: int = 80, width: int = 256, layers: int = 6, kernel: int = 5):
+    def __init__(
+        self, symbols: list[str], frontend: str, *, n_mels: int = 80, width: int = 256, layers: int = 6, kernel: int = 5,
+        dilations: list[int] | tuple[int, ...] = (1, 2, 4),
+    ):  # fmt: skip
         super().__init__()
         self.config = {"symbols": list(symbols), "frontend": frontend, "n_mels": n_mels, "width": width,
-                       "layers": layers, "kernel": kernel}  # fmt: skip
+                       "layers": layers, "kernel": kernel, "dilations": list(dilations)}  # fmt: skip
         self.features = LogMelSpectrogram(
             sample_rate=SAMPLE_RATE, n_fft=512, win_length=400, hop_length=FRAME_HOP // 2, n_mels=n_mels, same_padding=True
         )
         self.norm = nn.LayerNorm(n_mels)  # per frame: the spectrum's shape, not its level
         self.embed = nn.Conv1d(n_mels, width, 5, stride=2, padding=2)
-        self.blocks = nn.Sequential(*(_Block(width, kernel, (1, 2, 4)[i % 3]) for i in range(layers)))
+        self.blocks = nn.Sequential(*(_Block(width, kernel, dilations[i % len(dilations)]) for i in range(layers)))
         self.out = nn.Linear(width, len(symbols) + 1)
 
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
