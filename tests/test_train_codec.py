@@ -314,6 +314,18 @@ def transcribed(tmp_path_factory):
     return root
 
 
+def _fit(loss_fn, optimizer, steps: int) -> list[float]:
+    """`steps` optimiser steps on `loss_fn()`; the losses before each."""
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def _phonetic_recipe(corpus, output_dir, **train) -> dict:
     recipe = _recipe(corpus, output_dir, **train)
     recipe["loss"]["phonetic"] = 5.0
@@ -369,13 +381,7 @@ def test_phonetic_term_trains_the_encoder_to_spell_out_phonemes(transcribed, tmp
     assert head_group["lr"] == pytest.approx(10 * trainer.opt_g.param_groups[0]["lr"])  # phonetic_head_lr
     batch = trainer.utterances.batch(0, 4)
     encoder_before = {k: v.clone() for k, v in trainer.generator.mel_encoder.state_dict().items()}
-    losses = []
-    for _ in range(25):
-        loss, _ = trainer.phonetic(batch)
-        trainer.opt_g.zero_grad()
-        loss.backward()
-        trainer.opt_g.step()
-        losses.append(loss.item())
+    losses = _fit(lambda: trainer.phonetic(batch)[0], trainer.opt_g, 25)
     assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
     assert any(not torch.equal(encoder_before[k], v) for k, v in trainer.generator.mel_encoder.state_dict().items())
 
@@ -472,14 +478,7 @@ def test_recognizer_training_learns_and_resumes_exactly(transcribed, tmp_path):
     sampler = UtteranceSampler([(str(transcribed / f"clip{i}.wav"), SENTENCES[i], 19200) for i in range(4)],
                                targets, hop=320, max_samples=32000, seed=0)  # fmt: skip
     batch = sampler.read(range(4))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = ctc_loss(model(batch[0]), *batch[1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _fit(lambda: ctc_loss(model(batch[0]), *batch[1:]), torch.optim.Adam(model.parameters(), lr=3e-3), 30)
     assert np.mean(losses[-3:]) < 0.75 * losses[0], losses
 
 
@@ -500,13 +499,7 @@ def test_intelligibility_term_trains_only_the_decoder_to_be_understood(transcrib
     assert not any(p.requires_grad for p in trainer.recognizer.parameters()) and not trainer.recognizer.training
     batch = trainer.heard.batch(0, 2)
     before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
-    losses = []
-    for _ in range(15):  # the term alone moves the decoder towards what the listener reads
-        loss, _ = trainer.intelligibility(batch)
-        trainer.opt_g.zero_grad()
-        loss.backward()
-        trainer.opt_g.step()
-        losses.append(loss.item())
+    losses = _fit(lambda: trainer.intelligibility(batch)[0], trainer.opt_g, 15)  # the term alone moves the decoder
     assert np.mean(losses[-3:]) < 0.9 * losses[0], losses
     after = trainer.generator.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("acoustic_decoder."))
