@@ -528,3 +528,13 @@ def test_intelligibility_errors_name_the_problem(transcribed, tmp_path):
     recipe["loss"]["intelligibility"] = -1.0
     with pytest.raises(ValueError, match="loss.intelligibility must be at least 0"):
         CodecTrainer(load_config(recipe))
+
+
+def test_llasa_train_phones_runs_a_recipe_from_the_command_line(transcribed, tmp_path, capsys):
+    from llasa.cli import main
+
+    recipe = tmp_path / "phones.json"
+    recipe.write_text(json.dumps(_phones_recipe(transcribed, tmp_path / "run")))
+    assert main(["train", "phones", str(recipe), "--max-steps", "2", "--set", "model.width=16"]) == 0
+    assert capsys.readouterr().out.strip().endswith("recognizer")
+    assert PhoneRecognizer.from_pretrained(tmp_path / "run" / "recognizer").config["width"] == 16
