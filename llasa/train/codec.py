@@ -208,6 +208,31 @@ def list_audio(source: str | Path | list[str | Path]) -> list[str]:
     return [audio for audio, _ in list_clips(source)]
 
 
+def require_transcripts(clips: list[tuple[str, str | None]], who: str, kind: str, source: str) -> None:
+    """Raise, naming `who` and `source`, if any of `list_clips`' clips has no transcript."""
+    untranscribed = [audio for audio, text in clips if not text]
+    if untranscribed:
+        raise ValueError(
+            f"{who} needs a transcript for every {kind} clip; {len(untranscribed)} have none "
+            f"(e.g. {untranscribed[0]}): {source} must be JSONL manifests with `text`"
+        )
+
+
+def save_checkpoint(output_dir: Path, step: int, model, state: dict, keep: int) -> Path:
+    """Write `output_dir/checkpoints/step_N` (the model's `save_pretrained` + the training state)
+    atomically, through a temporary folder renamed when complete; keep the newest `keep`."""
+    final = output_dir / "checkpoints" / f"step_{step:08d}"
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(str(partial))
+    torch.save(state, partial / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    for old in _checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
 class CropSampler:
     """Random fixed-length crops; the batch of a step depends only on (seed, step).
 
@@ -501,12 +526,7 @@ class CodecTrainer:
 
     def _utterance_samplers(self, clips, eval_clips, targets: "PhoneticTargets", term: str):
         """(training, held-out or None) `UtteranceSampler`s of the transcribed clips for loss.`term`."""
-        untranscribed = [audio for audio, text in clips if not text]
-        if untranscribed:
-            raise ValueError(
-                f"loss.{term} needs a transcript for every training clip; {len(untranscribed)} have none "
-                f"(e.g. {untranscribed[0]}): data.train must be JSONL manifests with `text`"
-            )
+        require_transcripts(clips, f"loss.{term}", "training", "data.train")
         data = self.config["data"]
         sampler = functools.partial(
             UtteranceSampler, targets=targets, hop=self.generator.config.hop_length,
@@ -555,16 +575,7 @@ class CodecTrainer:
 
     def save(self, output_dir: Path) -> Path:
         """Write checkpoints/step_N atomically (a temporary folder renamed when complete)."""
-        final = output_dir / "checkpoints" / f"step_{self.step:08d}"
-        partial = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        self.generator.save_pretrained(str(partial))
-        torch.save(self.state_dict(), partial / STATE_FILE)
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        for old in _checkpoints(output_dir)[: -self.config["train"]["keep_checkpoints"]]:
-            shutil.rmtree(old)
-        return final
+        return save_checkpoint(output_dir, self.step, self.generator, self.state_dict(), self.config["train"]["keep_checkpoints"])
 
     def load(self, checkpoint: Path) -> None:
         state = torch.load(checkpoint / STATE_FILE, map_location=self.device, weights_only=True)

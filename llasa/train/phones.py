@@ -50,6 +50,8 @@ from llasa.train.codec import (
     ctc_loss,
     greedy_phone_errors,
     list_clips,
+    require_transcripts,
+    save_checkpoint,
 )
 
 CONFIG_FILE = "recognizer.json"
@@ -188,11 +190,8 @@ def _lr_factor(step: int, optim: dict, total: int) -> float:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _utterances(clips, targets, data, seed, what) -> UtteranceSampler:
-    untranscribed = [audio for audio, text in clips if not text]
-    if untranscribed:
-        raise ValueError(f"{what}: {len(untranscribed)} clips have no transcript (e.g. {untranscribed[0]}); "
-                         "the recogniser trains on JSONL manifests with `text`")  # fmt: skip
+def _utterances(clips, targets, data, seed, kind, source) -> UtteranceSampler:
+    require_transcripts(clips, "the phone recogniser", kind, source)
     index = CropSampler([a for a, _ in clips], 1, seed)  # only for the lengths
     return UtteranceSampler([(a, t, index.samples(i)) for i, (a, t) in enumerate(clips)], targets,
                             hop=FRAME_HOP, max_samples=int(data["max_seconds"] * SAMPLE_RATE), seed=seed)  # fmt: skip
@@ -236,8 +235,8 @@ def train_recognizer(config: dict | str | Path, *, resume: bool = True, max_step
         clips, eval_clips = clips[: -data["eval_clips"]], clips[-data["eval_clips"] :]
     texts = [t for _, t in clips if t]
     targets = PhoneticTargets(texts, config["frontend"])
-    sampler = _utterances(clips, targets, data, train["seed"], "data.train")
-    held_out = _utterances(eval_clips, targets, data, train["seed"], "data.eval")
+    sampler = _utterances(clips, targets, data, train["seed"], "training", "data.train")
+    held_out = _utterances(eval_clips, targets, data, train["seed"], "held-out", "data.eval" if data["eval"] else "data.train")
 
     torch.manual_seed(train["seed"])
     model = PhoneRecognizer(targets.symbols, config["frontend"], **config["model"]).to(device)
@@ -260,18 +259,6 @@ def train_recognizer(config: dict | str | Path, *, resume: bool = True, max_step
     output_dir.mkdir(parents=True, exist_ok=True)
     _truncate_log(log_path, step)
     (output_dir / "train_config.json").write_text(json.dumps(config, indent=2))
-
-    def save() -> None:
-        final = output_dir / "checkpoints" / f"step_{step:08d}"
-        partial = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
-        torch.save({"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(), "symbols": targets.symbols},
-                   partial / STATE_FILE)  # fmt: skip
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        for old in _checkpoints(output_dir)[: -train["keep_checkpoints"]]:
-            shutil.rmtree(old)
 
     window, started = [], time.perf_counter()
     with open(log_path, "a") as log, tqdm(total=last_step, initial=step, desc="train phones", unit="step") as progress:
@@ -302,7 +289,8 @@ def train_recognizer(config: dict | str | Path, *, resume: bool = True, max_step
                 log.flush()
                 tqdm.write(json.dumps(record))
             if step % train["save_every"] == 0 or step == last_step:
-                save()
+                state = {"step": step, "opt": opt.state_dict(), "sched": sched.state_dict(), "symbols": targets.symbols}
+                save_checkpoint(output_dir, step, model, state, train["keep_checkpoints"])
                 started = time.perf_counter()
     final = output_dir / FINAL_DIR
     shutil.rmtree(final, ignore_errors=True)
