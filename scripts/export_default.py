@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from llasa.codec import Codec
+from llasa.codec.codec import ENCODE_KEY
 from llasa.defaults import DEFAULT_DIR
 from llasa.lm.model import load as load_lm
 from llasa.lm.sampling import SAMPLING_KEY
@@ -44,10 +45,20 @@ def pick_clips(corpus: Path, per_speaker: int = 1) -> dict[str, dict]:
     return chosen
 
 
+def keep_recommendation(config, shipped: Path, key: str, what: str) -> None:
+    """What the shipped weights recommend (`key` in their config.json: the LM's sampling, the
+    codec's encoding) carries over to new weights that bring none; measure it again for them."""
+    value = json.loads(shipped.read_text()).get(key) if shipped.is_file() else None
+    if value and not getattr(config, key, None):
+        setattr(config, key, value)
+        print(f"kept {key} {value} of the shipped {what}: re-measure it for these weights")
+
+
 def export_codec(source: str, out: Path, dtype: torch.dtype, corpus: Path) -> Codec:
     """The codec in `dtype`, then reloaded from what was written: voices (and any shards made
     for the LM) must come from exactly the weights that ship."""
     codec = Codec.from_pretrained(source)
+    keep_recommendation(codec.model.config, out / "codec" / "config.json", ENCODE_KEY, "codec")
     if (out / "codec").exists():
         shutil.rmtree(out / "codec")
     codec.model.to(dtype).save_pretrained(out / "codec")
@@ -65,12 +76,7 @@ def export_codec(source: str, out: Path, dtype: torch.dtype, corpus: Path) -> Co
 
 def export_lm(source: str, out: Path, dtype: torch.dtype) -> None:
     model, tokenizer = load_lm(source, dtype=torch.float32)
-    shipped = out / "lm" / "config.json"
-    sampling = json.loads(shipped.read_text()).get(SAMPLING_KEY) if shipped.is_file() else None
-    if sampling and not getattr(model.config, SAMPLING_KEY, None):
-        # the shipped model's measured sampling carries over; measure it again for the new weights
-        setattr(model.config, SAMPLING_KEY, sampling)
-        print(f"kept {SAMPLING_KEY} {sampling} of the shipped LM: re-measure it for these weights")
+    keep_recommendation(model.config, out / "lm" / "config.json", SAMPLING_KEY, "LM")
     if (out / "lm").exists():
         shutil.rmtree(out / "lm")
     model.to(dtype).save_pretrained(out / "lm")

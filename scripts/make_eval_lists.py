@@ -3,6 +3,8 @@
     python scripts/make_eval_lists.py [--corpus runs/corpus] [--out runs/eval_lists]
 
 - codec_test.jsonl: up to 6 test recordings per voice (for `llasa eval codec`);
+- codec_confirm.jsonl: 6 more per voice, to confirm on clips it was not chosen on a codec
+  setting picked on codec_test;
 - tts_seen.jsonl: 4 held-out sentences per seen voice, prompted with a validation clip of
   that voice (another sentence);
 - tts_unseen.jsonl: 10 sentences of the held-out voice, prompted with its first test clip;
@@ -52,12 +54,14 @@ def main() -> None:
     for item in sorted(test, key=lambda x: x["id"]):
         by_voice[item["speaker"]].append(item)
 
-    codec_items = []
+    codec_items, confirm_items = [], []
     for voice, items in sorted(by_voice.items()):
         items = items[:]
         rng.shuffle(items)
         codec_items += [{**x, "audio": str(rel / x["audio"])} for x in items[:6]]
+        confirm_items += [{**x, "audio": str(rel / x["audio"])} for x in items[6:12]]
     write(out / "codec_test.jsonl", round_robin(codec_items))
+    write(out / "codec_confirm.jsonl", round_robin(confirm_items))
 
     prompts = {}
     for item in val:

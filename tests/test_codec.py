@@ -344,3 +344,88 @@ def test_semantic_bf16_runs_w2v_bert_in_bf16_only(codec, saved):
     assert seen == {"semantic": torch.bfloat16, "acoustic": torch.float32}
     assert len(codes) == 8000 // 320 + 1
     assert fast.model.state_dict().keys() == codec.model.state_dict().keys()
+
+
+# --- analysis-by-synthesis encoding -------------------------------------------------------------
+
+
+def _mel_codec() -> Codec:
+    config = get_config("tiny")
+    config.encoder_type, config.mel_bins, config.mel_encoder_layers = "mel", 32, 1
+    return randomize_weights(Codec.from_config(config, seed=0), seed=1)
+
+
+def _mel_distance(codec: Codec, wav: np.ndarray, codes: np.ndarray) -> float:
+    from llasa.codec.losses import MultiScaleMelLoss
+
+    padded = torch.from_numpy(pad_waveform(wav, 320))[None]
+    return float(MultiScaleMelLoss()(torch.from_numpy(codec.decode(codes))[None], padded))
+
+
+@pytest.mark.parametrize("variant", ["waveform", "mel"])
+def test_refinement_starts_from_the_encoders_codes_and_audio(codec, variant):
+    from llasa.codec.refine import _decode, quantizer_inputs
+
+    codec = codec if variant == "waveform" else _mel_codec()
+    wav = speech_like(9600, seed=2)
+    assert np.array_equal(codec.encode(wav, refine_steps=0), codec.encode(wav))
+    waves = torch.from_numpy(pad_waveform(wav, 320))[None, None]
+    extra = {}
+    if getattr(codec.model, "uses_semantic_features", True):
+        extra["input_features"] = semantic_features(waves[0, 0].numpy())[None]
+    with torch.no_grad():
+        start = quantizer_inputs(codec.model, lambda: codec.model.encode(input_values=waves, **extra))
+        audio, codes = _decode(codec.model, start)
+    assert np.array_equal(codes[0].numpy(), codec.encode(wav))
+    np.testing.assert_allclose(audio[0, 0].numpy(), codec.decode(codec.encode(wav)), atol=1e-5)
+
+
+def test_refined_codes_are_closer_to_the_input_and_leave_the_model_alone(codec):
+    codec = Codec(codec.model, refine_lr=0.5)  # random weights saturate the FSQ bound: small steps stall
+    wavs = [speech_like(9600, seed=3), speech_like(9600, seed=4)]
+    before = {k: v.clone() for k, v in codec.model.state_dict().items()}
+    plain = codec.encode(wavs)
+    refined = codec.encode(wavs, refine_steps=8)
+    for wav, p, r in zip(wavs, plain, refined):
+        assert r.shape == p.shape and r.dtype == np.int64 and 0 <= r.min() and r.max() < codec.codebook_size
+        assert not np.array_equal(r, p)  # the search moved some codes
+        assert _mel_distance(codec, wav, r) < _mel_distance(codec, wav, p)
+    assert all(torch.equal(before[k], v) for k, v in codec.model.state_dict().items())
+    assert all(p.grad is None for p in codec.model.parameters())
+
+
+def test_a_codec_recommends_its_refinement_in_config_json(codec, tmp_path):
+    assert codec.refine_steps == 0  # the released checkpoints recommend none
+    codec.model.config.llasa_encode = {"refine_steps": 4, "refine_lr": 0.1}
+    try:
+        codec.save_pretrained(tmp_path)
+    finally:
+        del codec.model.config.llasa_encode
+    loaded = Codec.from_pretrained(tmp_path)
+    assert (loaded.refine_steps, loaded.refine_lr) == (4, 0.1)
+    with pytest.raises(ValueError, match="refine_steps must be 0 or more"):
+        loaded.encode(speech_like(3200), refine_steps=-1)
+    with pytest.raises(ValueError, match="refine_lr positive"):
+        Codec(loaded.model, refine_lr=0)
+
+
+def test_cli_refines_as_the_codec_recommends_unless_told(saved, tmp_path, capsys):
+    import shutil
+
+    from llasa.audio import load, write
+
+    recommends = tmp_path / "codec"
+    shutil.copytree(saved, recommends)
+    config = json.loads((recommends / "config.json").read_text())
+    (recommends / "config.json").write_text(json.dumps({**config, "llasa_encode": {"refine_steps": 8, "refine_lr": 0.5}}))
+    wav_path = write(tmp_path / "in.wav", speech_like(9600, seed=3))
+    base = ["codec", "encode", str(wav_path), "--codec", str(recommends), "-o"]
+    assert cli_main(base + [str(tmp_path / "refined.npy")]) == 0
+    assert cli_main(base + [str(tmp_path / "plain.npy"), "--refine-steps", "0"]) == 0
+    loaded, wav = Codec.from_pretrained(recommends), load(wav_path)
+    refined, plain = np.load(tmp_path / "refined.npy"), np.load(tmp_path / "plain.npy")
+    assert np.array_equal(plain, loaded.encode(wav)) and np.array_equal(refined, loaded.encode(wav, refine_steps=8))
+    assert not np.array_equal(refined, plain)
+    assert cli_main(base + [str(tmp_path / "bad.npy"), "--refine-steps", "-2"]) == 2
+    assert cli_main(base + [str(tmp_path / "bad.npy"), "--refine-steps", "-2"]) == 2
+    assert "--refine-steps must be 0 or more" in capsys.readouterr().err

@@ -199,7 +199,11 @@ class IdentityCodec:
 
     sample_rate, hop_length = 16000, 320
 
-    def encode(self, wav):
+    def __init__(self):
+        self.refine_steps_seen = []
+
+    def encode(self, wav, refine_steps=0):
+        self.refine_steps_seen.append(refine_steps)
         return np.concatenate([wav, np.zeros(self.hop_length - len(wav) % self.hop_length, np.float32)])
 
     def decode(self, codes):
@@ -222,6 +226,18 @@ def test_codec_eval_of_a_lossless_codec(tmp_path, metrics):
         assert r["wer"] == r["wer_original"] and r["hyp"] == r["hyp_original"]
     assert summary["stoi"] == pytest.approx(1.0, abs=1e-4) and summary["pesq_wb"] > 4.5 and summary["sim"] > 0.99
     assert summary["wer_increase"] == 0.0 and summary["items"] == 2 and summary["failed"] == 0
+
+
+@needs_librivox
+def test_codec_eval_passes_refinement_on_and_keeps_one_setting_per_folder(tmp_path, metrics):
+    codec, items = IdentityCodec(), librivox_items()
+    summary = evaluate_codec(codec, items[:1], tmp_path, metrics=metrics, refine_steps=5, progress=False)
+    assert codec.refine_steps_seen == [5] and summary["refine_steps"] == 5
+    with pytest.raises(ValueError, match="measured with refine_steps \\[5\\], not 0"):
+        evaluate_codec(codec, items, tmp_path, metrics=metrics, progress=False)
+    evaluate_codec(codec, items, tmp_path, metrics=metrics, refine_steps=5, progress=False)  # resumes
+    assert codec.refine_steps_seen == [5, 5]
+    assert [json.loads(line)["refine_steps"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == [5, 5]
 
 
 @needs_librivox

@@ -285,16 +285,22 @@ def test_cli_needs_model_and_transcript(tmp_path, model_dirs, no_builtin_model):
         args.handler(args)
 
 
-def test_export_of_a_new_default_lm_keeps_the_shipped_sampling(tmp_path, model_dirs):
-    """scripts/export_default.py replaces the shipped LM; its measured `llasa_sampling` stays."""
+def _export_script():
     import importlib.util
-    import json
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "export_default.py"
     spec = importlib.util.spec_from_file_location("export_default", path)
     export = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(export)
+    return export
+
+
+def test_export_of_a_new_default_lm_keeps_the_shipped_sampling(tmp_path, model_dirs):
+    """scripts/export_default.py replaces the shipped LM; its measured `llasa_sampling` stays."""
+    import json
+
+    export = _export_script()
     out = tmp_path / "default"
     (out / "lm").mkdir(parents=True)
     (out / "lm" / "config.json").write_text(json.dumps({"llasa_sampling": {"temperature": 0.6}}))
@@ -302,6 +308,20 @@ def test_export_of_a_new_default_lm_keeps_the_shipped_sampling(tmp_path, model_d
     config = json.loads((out / "lm" / "config.json").read_text())
     assert config["llasa_sampling"] == {"temperature": 0.6} and config["dtype"] == "bfloat16"
     assert Synthesizer.from_pretrained(out / "lm", model_dirs[1]).sampling == SamplingParams(temperature=0.6)
+
+
+def test_export_of_a_new_default_codec_keeps_the_shipped_encoding(tmp_path, model_dirs):
+    """... and replaces the shipped codec; its measured `llasa_encode` (refinement) stays."""
+    import json
+
+    out, corpus = tmp_path / "default", tmp_path / "corpus"
+    (out / "codec").mkdir(parents=True)
+    (out / "codec" / "config.json").write_text(json.dumps({"llasa_encode": {"refine_steps": 7}}))
+    corpus.mkdir()
+    (corpus / "speakers.json").write_text("{}")
+    (corpus / "val.jsonl").write_text("")
+    codec = _export_script().export_codec(str(model_dirs[1]), out, torch.bfloat16, corpus)
+    assert codec.refine_steps == 7 and json.loads((out / "codec" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
 def test_prompts_run_through_an_fp32_copy_where_bf16_is_emulated(monkeypatch, tokenizer, codec):

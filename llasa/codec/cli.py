@@ -16,12 +16,27 @@ def _codec(name: str):
     return Codec.from_pretrained(name)
 
 
+def refine_steps(args: argparse.Namespace, codec) -> int:
+    """``--refine-steps`` if given, else the codec's recommendation (`Codec.refine_steps`)."""
+    steps = codec.refine_steps if args.refine_steps is None else args.refine_steps
+    if steps < 0:
+        raise ValueError(f"--refine-steps must be 0 or more, got {steps}")
+    return steps
+
+
+def add_refine_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--refine-steps", type=int,
+                        help="analysis-by-synthesis encoding: tune the codes through the decoder for N steps "
+                             "(default: the codec's recommendation, 0 for the released checkpoints)")  # fmt: skip
+
+
 def _encode(args: argparse.Namespace) -> int:
     from llasa.audio import load
 
     name = codec_or_default(args.codec)
     wav = load(args.input)
-    codes = _codec(name).encode(wav)
+    codec = _codec(name)
+    codes = codec.encode(wav, refine_steps=refine_steps(args, codec))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, codes)
     print(f"{args.output}: {len(codes)} codes ({len(wav) / 16000:.2f} s of audio)")
@@ -52,7 +67,7 @@ def _resynth(args: argparse.Namespace) -> int:
     name = codec_or_default(args.codec)
     wav = load(args.input)
     codec = _codec(name)
-    codes = codec.encode(wav)
+    codes = codec.encode(wav, refine_steps=refine_steps(args, codec))
     write(args.output, codec.decode(codes)[: len(wav)], codec.sample_rate)
     print(f"{args.output}: resynthesised through {len(codes)} codes")
     return 0
@@ -62,13 +77,16 @@ def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("codec", help="X-codec2: audio <-> speech codes")
     verbs = parser.add_subparsers(dest="codec_command", metavar="VERB", required=True)
 
-    def verb(name: str, help: str, handler, input_help: str, output_help: str) -> None:
+    def verb(name: str, help: str, handler, input_help: str, output_help: str) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=help)
         sub.add_argument("input", help=input_help)
         sub.add_argument("-o", "--output", required=True, help=output_help)
         sub.add_argument("--codec", help="hub id or local directory of the codec (either checkpoint layout)")
         sub.set_defaults(handler=handler)
+        return sub
 
-    verb("encode", "audio file -> codes (.npy, int64)", _encode, "audio file (any rate; mixed to mono 16 kHz)", "codes.npy")
+    add_refine_argument(
+        verb("encode", "audio file -> codes (.npy, int64)", _encode, "audio file (any rate; mixed to mono 16 kHz)", "codes.npy")
+    )
     verb("decode", "codes (.npy) -> 16 kHz wav", _decode, "codes .npy (1-D, or (1, T))", "output audio file")
-    verb("resynth", "audio -> codes -> audio", _resynth, "audio file", "output audio file")
+    add_refine_argument(verb("resynth", "audio -> codes -> audio", _resynth, "audio file", "output audio file"))

@@ -16,6 +16,7 @@ from llasa.codec import loading
 from llasa.codec.configs import ConfigLike, codebook_size, get_config
 from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
 from llasa.codec.mel_encoder import build_codec_model
+from llasa.codec.refine import DEFAULT_LR, quantizer_inputs, refine_codes
 
 
 def as_codes(codes, codebook: int, *, what: str = "codes") -> np.ndarray:
@@ -86,15 +87,26 @@ def _autocast_bf16(module: torch.nn.Module) -> None:
     module.forward = forward
 
 
+ENCODE_KEY = "llasa_encode"  # a codec's recommended encoding, in its config.json: {"refine_steps": N, ...}
+
+
 class Codec:
     """An X-codec2 codec: `encode` 16 kHz audio to codes, `decode` codes back to audio.
 
     `semantic_bf16=True` runs the w2v-BERT encoder in bf16 autocast: about 2.8x faster on
     CPUs with AMX and half the encode time of the full model, but codes may differ from fp32
     where a value sits near an FSQ rounding boundary, so it is off by default.
+
+    `refine_steps` and `refine_lr` are the analysis-by-synthesis encoding (`llasa.codec.refine`)
+    this codec recommends for resynthesis: `llasa_encode` in its config.json, else 0 steps (the
+    released checkpoints recommend none). `encode` refines only when asked (`refine_steps=`);
+    the `llasa codec` verbs and `llasa eval codec` ask for the recommendation.
     """
 
-    def __init__(self, model: Xcodec2Model, *, semantic_bf16: bool = False):
+    def __init__(
+        self, model: Xcodec2Model, *, semantic_bf16: bool = False, refine_steps: int | None = None,
+        refine_lr: float | None = None,
+    ):  # fmt: skip
         config = model.config
         if config.hop_length != SEMANTIC_HOP or config.sampling_rate != 16000:
             raise ValueError(
@@ -109,6 +121,13 @@ class Codec:
         self.sample_rate: int = config.sampling_rate
         self.hop_length: int = config.hop_length
         self.codebook_size: int = codebook_size(config)
+        recommended = getattr(config, ENCODE_KEY, None) or {}
+        self.refine_steps: int = int(recommended.get("refine_steps", 0) if refine_steps is None else refine_steps)
+        self.refine_lr: float = float(recommended.get("refine_lr", DEFAULT_LR) if refine_lr is None else refine_lr)
+        if self.refine_steps < 0 or self.refine_lr <= 0:
+            raise ValueError(
+                f"refine_steps must be 0 or more and refine_lr positive, got {self.refine_steps} and {self.refine_lr}"
+            )
 
     @property
     def config(self) -> Xcodec2Config:
@@ -155,9 +174,15 @@ class Codec:
         """Codes for `num_samples` of audio: the official padding always adds a frame."""
         return num_samples // self.hop_length + 1
 
-    @torch.inference_mode()
-    def encode(self, wavs, *, batch_size: int = 8):
-        """1-D float 16 kHz audio -> 1-D int64 codes (N // 320 + 1 of them); a list -> a list."""
+    @torch.no_grad()  # not inference_mode: refinement needs autograd on the encoder's output
+    def encode(self, wavs, *, batch_size: int = 8, refine_steps: int = 0):
+        """1-D float 16 kHz audio -> 1-D int64 codes (N // 320 + 1 of them); a list -> a list.
+
+        ``refine_steps`` > 0 tunes the codes by synthesis (`llasa.codec.refine`, that many Adam
+        steps at ``self.refine_lr`` through the decoder): codes the decoder renders closer to
+        the input, for as many decoder passes forward and back. 0 by default: refinement is
+        for resynthesis, while an LM's training codes (and so its prompts) are the encoder's own.
+        """
         batch = _is_batch(wavs)
         items = list(wavs) if batch else [wavs]
         if batch_size < 1:
@@ -177,7 +202,12 @@ class Codec:
             if getattr(self.model, "uses_semantic_features", True):  # the log-mel variant reads none
                 features = torch.stack([semantic_features(padded[i]) for i in indices])
                 extra["input_features"] = features.to(self.device, self.dtype)
-            out = self.model.encode(input_values=waves.to(self.device, self.dtype), **extra).audio_codes
+            waves = waves.to(self.device, self.dtype)
+            if refine_steps:
+                start = quantizer_inputs(self.model, lambda: self.model.encode(input_values=waves, **extra))
+                out = refine_codes(self.model, waves, start, steps=refine_steps, lr=self.refine_lr, progress=True)
+            else:
+                out = self.model.encode(input_values=waves, **extra).audio_codes
             for row, index in zip(out[:, 0].long().cpu().numpy(), indices):
                 codes[index] = row
         return codes if batch else codes[0]

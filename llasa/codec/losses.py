@@ -34,10 +34,12 @@ class MultiScaleMelLoss(nn.Module):
             for mels, window in zip(n_mels, window_lengths)
         )
 
-    def forward(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(
-            nn.functional.l1_loss(spectrogram(predicted), spectrogram(target)) for spectrogram in self.spectrograms
+    def forward(self, predicted: torch.Tensor, target: torch.Tensor, *, per_item: bool = False) -> torch.Tensor:
+        """(B, N) or (B, 1, N) waveforms -> the loss, a scalar, or one per item with ``per_item``."""
+        losses = sum(
+            (spectrogram(predicted) - spectrogram(target)).abs().flatten(1).mean(1) for spectrogram in self.spectrograms
         )
+        return losses if per_item else losses.mean()
 
 
 def _mean(values: list[torch.Tensor]) -> torch.Tensor:

@@ -39,6 +39,7 @@ def _metric_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers) -> None:
+    from llasa.codec.cli import add_refine_argument
     from llasa.lm.cli import add_search_arguments
 
     parser = subparsers.add_parser("eval", help="benchmarks: TTS lists, codec resynthesis, inference-time scaling",
@@ -54,6 +55,7 @@ def add_commands(subparsers) -> None:
     codec = sub.add_parser("codec", help="codec resynthesis: WER vs the original's, similarity, STOI, PESQ")
     _common(codec, synthesis=False)
     _metric_arguments(codec)
+    add_refine_argument(codec)
     codec.set_defaults(handler=run_eval_codec)
 
     scaling = sub.add_parser("scaling", help="quality against search compute, per strategy; plot + JSON")
@@ -126,6 +128,7 @@ def run_eval_tts(args: argparse.Namespace) -> int:
 
 def run_eval_codec(args: argparse.Namespace) -> int:
     from llasa.codec import Codec
+    from llasa.codec.cli import refine_steps
     from llasa.defaults import codec_or_default
     from llasa.data.manifest import load_corpus
     from llasa.eval.codec import evaluate_codec
@@ -134,7 +137,8 @@ def run_eval_codec(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     items = load_corpus(args.list)[: args.limit]
     codec = Codec.from_pretrained(codec_or_default(args.codec), device=args.device)
-    _print_summary(evaluate_codec(codec, items, args.output, metrics=_metrics(args)))
+    summary = evaluate_codec(codec, items, args.output, metrics=_metrics(args), refine_steps=refine_steps(args, codec))
+    _print_summary(summary)
     return 0
 
 

@@ -16,26 +16,36 @@ from llasa.eval.metrics import Metrics, pesq, stoi
 from llasa.eval.report import ResultLog, as_original, mean, pooled_rate, write_summary
 
 
-def evaluate_codec(codec, items: list[dict], outdir: str | Path, *, metrics: Metrics, progress: bool = True) -> dict:
+def evaluate_codec(
+    codec, items: list[dict], outdir: str | Path, *, metrics: Metrics, refine_steps: int = 0, progress: bool = True
+) -> dict:
     """``items``: manifest records with ``id``, ``audio`` and ``text`` (``llasa.data.manifest.load_corpus``).
-    Writes ``wavs/<id>.wav`` (the resynthesis), ``results.jsonl`` (resumable) and the summary."""
+    Writes ``wavs/<id>.wav`` (the resynthesis), ``results.jsonl`` (resumable) and the summary.
+    ``refine_steps``: analysis-by-synthesis encoding (`Codec.encode`); a folder holds one setting."""
     outdir = Path(outdir)
     log = ResultLog(outdir)
+    mixed = {r.get("refine_steps", 0) for r in log.records()} - {refine_steps}
+    if mixed:
+        raise ValueError(
+            f"{outdir}: its results were measured with refine_steps {sorted(mixed)}, not {refine_steps}; "
+            "give another output folder (-o) or the same setting"
+        )
     todo = [item for item in items if item["id"] not in log]
     for item in tqdm(todo, desc="eval codec", unit="clip", disable=not progress):
-        log.append(_evaluate_clip(codec, item, outdir, metrics))
+        log.append(_evaluate_clip(codec, item, outdir, metrics, refine_steps))
     summary = summarize_codec(log.records([item["id"] for item in items]), metrics.metric)
+    summary["refine_steps"] = refine_steps
     write_summary(outdir, summary, f"Codec resynthesis: {outdir.name}")
     return summary
 
 
-def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics) -> dict:
+def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics, refine_steps: int) -> dict:
     """The clip's record; an unreadable clip is recorded with its error (and counted as failed)."""
     try:
         original = audio_io.load(item["audio"], codec.sample_rate)
     except ValueError as exc:
-        return {"id": item["id"], "text": item["text"], "error": str(exc)}
-    resynth = codec.decode(codec.encode(original))[: len(original)]  # decoding pads to whole frames
+        return {"id": item["id"], "text": item["text"], "refine_steps": refine_steps, "error": str(exc)}
+    resynth = codec.decode(codec.encode(original, refine_steps=refine_steps))[: len(original)]  # decoding pads to whole frames
     path = audio_io.write(outdir / "wavs" / f"{item['id']}.wav", resynth, codec.sample_rate)
     before, after = metrics.intelligibility(original, item["text"]), metrics.intelligibility(resynth, item["text"])
     m = metrics.metric
@@ -44,6 +54,7 @@ def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics) -> dict:
         "text": item["text"],
         "wav": str(path.relative_to(outdir)),
         "seconds": round(len(original) / codec.sample_rate, 3),
+        "refine_steps": refine_steps,
         m: after[m],
         "errors": after["errors"],
         "hyp": after["hyp"],
