@@ -164,6 +164,22 @@ def test_other_settings_in_the_same_folder_are_refused(reference, corpus, codec,
                              codec_name="tiny-random", tokenizer_name="bytes", max_length=256)
 
 
+def test_tokenizing_by_synthesis_is_recorded_and_kept_apart(reference, corpus, codec, tokenizer, tmp_path):
+    refining = Codec(codec.model, refine_lr=0.5)  # random weights saturate the FSQ bound: small steps stall
+    progress = run(corpus, refining, tokenizer, tmp_path / "refined", refine_steps=4)
+    assert progress["done"] and progress["rows"] == N_GOOD
+    config = json.loads((tmp_path / "refined" / tk.CONFIG_NAME).read_text())
+    assert config["refine_steps"] == 4 and config["refine_lr"] == 0.5
+    assert "refine_steps" not in json.loads((reference[0] / tk.CONFIG_NAME).read_text())
+    refined, plain = tk.CodeShardDataset(tmp_path / "refined"), tk.CodeShardDataset(reference[0])
+    assert any(not np.array_equal(refined[i].numpy(), plain[i].numpy()) for i in range(N_GOOD))
+    shutil.copytree(reference[0], tmp_path / "out")
+    with pytest.raises(ValueError, match="refine_lr, refine_steps differ"):
+        run(corpus, refining, tokenizer, tmp_path / "out", refine_steps=4)
+    with pytest.raises(ValueError, match="refine_steps must be 0 or more"):
+        run(corpus, refining, tokenizer, tmp_path / "neg", refine_steps=-1)
+
+
 def test_rank_outside_world_is_an_error():
     with pytest.raises(ValueError, match="rank 2 is not within a world of size 2"):
         tk.distributed_rank(2, 2)

@@ -67,7 +67,8 @@ def _tokenize(args: argparse.Namespace) -> int:
     progress = tokenize_manifest(
         args.manifest, args.out, codec=codec, tokenizer=tokenizer, codec_name=str(args.codec),
         tokenizer_name=tokenizer_name, batch_size=args.batch_size, max_length=args.max_length,
-        text_field=args.text_field, frontend=args.frontend, rank=rank, world_size=world_size,
+        text_field=args.text_field, frontend=args.frontend, refine_steps=args.refine_steps, rank=rank,
+        world_size=world_size,
     )
     print(f"{args.out}: rank {rank}/{world_size}: {progress['rows']} rows, {progress['skipped']} skipped, "
           f"{progress['seconds'] / 3600:.2f} h of audio")
@@ -114,6 +115,9 @@ def add_commands(subparsers) -> None:
                    " default: the byte-level tokenizer for the codec")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=2048, help="row length; longer utterances are skipped")
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="encode by synthesis, N steps per batch (default 0: the encoder's own codes, which LM "
+                        "prompts use; the codec's recommendation is for resynthesis)")
     p.add_argument("--text-field", default="text", help="the manifest field to read ('normalized' for spelled-out text)")
     p.add_argument("--frontend", default="text",
                    help="what the LM reads: 'text' (as the official models) or 'espeak:en-us' (IPA phonemes)")

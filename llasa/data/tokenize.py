@@ -118,6 +118,7 @@ def tokenize_manifest(
     max_length: int = 2048,
     text_field: str = "text",
     frontend: str = "text",
+    refine_steps: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
     chunk_size: int | None = None,
@@ -127,6 +128,8 @@ def tokenize_manifest(
 
     `codec` is a `llasa.codec.Codec`, `tokenizer` a Llasa tokenizer; their names are recorded
     in `tokenize_config.json`. `on_commit(progress)` runs after each committed chunk.
+    `refine_steps` > 0 encodes by synthesis (`Codec.encode`): an LM trained on such codes
+    should be prompted with them too; 0 (the default) keeps the encoder's own.
     Returns the shard's progress record (rows, items done, skipped, hours).
     """
     from llasa.lm.frontend import Frontend
@@ -138,6 +141,8 @@ def tokenize_manifest(
     rank, world_size = distributed_rank(rank, world_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if refine_steps < 0:
+        raise ValueError(f"refine_steps must be 0 or more, got {refine_steps}")
     chunk_size = chunk_size or 4 * batch_size
     vocab = SpeechVocab.from_tokenizer(tokenizer)
     if vocab.codebook_size != codec.codebook_size:
@@ -157,6 +162,8 @@ def tokenize_manifest(
         "speech_offset": vocab.speech_offset, "max_length": max_length, "text_field": text_field, "frontend": frontend,
         "world_size": world_size, "manifest": manifest_name, "items": len(items),
     }
+    if refine_steps:  # recorded only when used, so shards made before the option still resume
+        config.update(refine_steps=refine_steps, refine_lr=codec.refine_lr)
     config_path = out_dir / CONFIG_NAME
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
@@ -216,7 +223,8 @@ def tokenize_manifest(
                 skipped.append({"item": index, "id": item["id"], "audio": item["audio"], "reason": reason})
             else:
                 loaded.append((index, item, text, wav))
-        codes = codec.encode([wav for *_, wav in loaded], batch_size=batch_size) if loaded else []
+        wavs = [wav for *_, wav in loaded]
+        codes = codec.encode(wavs, batch_size=batch_size, refine_steps=refine_steps) if loaded else []
         rows, entries = [], []
         for (index, item, text, wav), item_codes in zip(loaded, codes):
             try:
