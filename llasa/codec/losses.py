@@ -36,8 +36,17 @@ class MultiScaleMelLoss(nn.Module):
 
     def forward(self, predicted: torch.Tensor, target: torch.Tensor, *, per_item: bool = False) -> torch.Tensor:
         """(B, N) or (B, 1, N) waveforms -> the loss, a scalar, or one per item with ``per_item``."""
+        return self.against(predicted, self.target_mels(target), per_item=per_item)
+
+    def target_mels(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """The target's log-mels at every scale, for `against` (a target compared many times)."""
+        return [spectrogram(target) for spectrogram in self.spectrograms]
+
+    def against(self, predicted: torch.Tensor, target_mels: list[torch.Tensor], *, per_item: bool = False) -> torch.Tensor:
+        """`forward` with the target's log-mels computed once by `target_mels`."""
         losses = sum(
-            (spectrogram(predicted) - spectrogram(target)).abs().flatten(1).mean(1) for spectrogram in self.spectrograms
+            (spectrogram(predicted) - mels).abs().flatten(1).mean(1)
+            for spectrogram, mels in zip(self.spectrograms, target_mels)
         )
         return losses if per_item else losses.mean()
 

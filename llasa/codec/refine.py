@@ -66,6 +66,7 @@ def refine_codes(
         raise ValueError(f"refine_lr must be positive, got {lr}")
     loss = MultiScaleMelLoss(model.config.sampling_rate).to(waves.device)
     target = waves[:, 0].float()
+    target_mels = loss.target_mels(target)  # once: the target is the same at every step
     values = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([values], lr=lr)
     best_loss = torch.full((len(waves),), float("inf"), device=waves.device)
@@ -73,7 +74,7 @@ def refine_codes(
     with torch.enable_grad(), tqdm(total=steps, desc="refine codes", unit="step", leave=False, disable=not progress) as bar:
         for step in range(steps + 1):
             audio, codes = _decode(model, values)
-            per_item = loss(audio[:, 0, : target.shape[-1]].float(), target, per_item=True)
+            per_item = loss.against(audio[:, 0, : target.shape[-1]].float(), target_mels, per_item=True)
             better = per_item.detach() < best_loss
             best_loss = torch.where(better, per_item.detach(), best_loss)
             best_codes = codes.detach() if best_codes is None else torch.where(better[:, None], codes, best_codes)
