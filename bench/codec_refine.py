@@ -3,9 +3,10 @@
 Input: a recording given with --audio, else the built-in voices' prompts decoded to audio (speech
 available offline). Both encodings run in this process on the same audio; timings are process
 CPU seconds (the best of --repeats), so other jobs on a shared machine matter less. `mel` is the
-multi-scale mel distance (the codec's training loss) between each resynthesis and its input.
-Prints one JSON line: `cost_ratio` (refined / plain CPU time), the real-time factor of each
-(CPU seconds per second of audio), the mel distances and the share of codes refinement moved.
+multi-scale mel distance (the codec's training loss) between each resynthesis and its input,
+`cepstral` the envelope distance the refinement also brings down when the codec weights it
+(`refine_cepstral`). Prints one JSON line: `cost_ratio` (refined / plain CPU time), the real-time
+factor of each (CPU seconds per second of audio), both distances and the share of codes moved.
 
     python bench/codec_refine.py [--codec DIR] [--steps N] [--audio FILE ...] [--threads 2]
 """
@@ -21,7 +22,7 @@ import torch
 
 from llasa.codec import Codec
 from llasa.codec.features import pad_waveform
-from llasa.codec.losses import MultiScaleMelLoss
+from llasa.codec.losses import CepstralDistance, MultiScaleMelLoss
 from llasa.defaults import codec_or_default, default_model_path, model_voices
 from llasa.tts import Voice
 
@@ -60,21 +61,24 @@ def main() -> None:
     seconds = sum(len(w) for w in wavs) / codec.sample_rate
     plain_time, plain = best_time(lambda: [codec.encode(w) for w in wavs], args.repeats)
     refined_time, refined = best_time(lambda: [codec.encode(w, refine_steps=steps) for w in wavs], args.repeats)
-    mel = MultiScaleMelLoss(codec.sample_rate)
 
-    def distance(codes_list) -> float:
+    def distance(measure, codes_list) -> float:
         with torch.no_grad():
             return float(np.mean([
-                mel(torch.from_numpy(codec.decode(c))[None], torch.from_numpy(pad_waveform(w, codec.hop_length))[None])
+                measure(torch.from_numpy(codec.decode(c))[None], torch.from_numpy(pad_waveform(w, codec.hop_length))[None])
                 for c, w in zip(codes_list, wavs)
             ]))  # fmt: skip
 
+    mel, cepstral = MultiScaleMelLoss(codec.sample_rate), CepstralDistance(codec.sample_rate)
+
     moved = np.mean(np.concatenate([p != r for p, r in zip(plain, refined)]))
     print(json.dumps({
-        "steps": steps, "lr": codec.refine_lr, "clips": len(wavs), "audio_seconds": round(seconds, 2),
+        "steps": steps, "lr": codec.refine_lr, "cepstral_weight": codec.refine_cepstral, "clips": len(wavs),
+        "audio_seconds": round(seconds, 2),
         "cost_ratio": round(refined_time / plain_time, 1),
         "rtf_plain": round(plain_time / seconds, 4), "rtf_refined": round(refined_time / seconds, 3),
-        "mel_plain": round(distance(plain), 4), "mel_refined": round(distance(refined), 4),
+        "mel_plain": round(distance(mel, plain), 4), "mel_refined": round(distance(mel, refined), 4),
+        "cepstral_plain": round(distance(cepstral, plain), 4), "cepstral_refined": round(distance(cepstral, refined), 4),
         "codes_moved": round(float(moved), 3), "threads": args.threads,
     }))  # fmt: skip
 

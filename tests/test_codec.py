@@ -394,19 +394,47 @@ def test_refined_codes_are_closer_to_the_input_and_leave_the_model_alone(codec):
     assert all(p.grad is None for p in codec.model.parameters())
 
 
+def test_cepstral_distance_reads_the_envelope_not_the_level():
+    from llasa.codec.losses import CepstralDistance
+
+    distance = CepstralDistance()
+    speech, other = torch.from_numpy(speech_like(16000, seed=5)), torch.from_numpy(speech_like(16000, seed=6))
+    assert float(distance(speech[None], speech[None])) == 0
+    assert float(distance(0.5 * speech[None], speech[None])) < 1e-3  # the level is c0, left out
+    per_item = distance(torch.stack([speech, other]), torch.stack([speech, speech]), per_item=True)
+    assert per_item.shape == (2,) and per_item[0] == 0 and per_item[1] > 0.1
+    with pytest.raises(ValueError, match="n_ceps must be between 2 and n_mels"):
+        CepstralDistance(n_ceps=41)
+
+
+def test_the_cepstral_term_changes_the_search_and_is_brought_down(codec):
+    from llasa.codec.refine import SynthesisDistance
+
+    wav = speech_like(9600, seed=3)
+    mel_only = Codec(codec.model, refine_lr=0.5).encode(wav, refine_steps=8)
+    refined = Codec(codec.model, refine_lr=0.5, refine_cepstral=3.0).encode(wav, refine_steps=8)
+    assert not np.array_equal(refined, mel_only)
+    distance = SynthesisDistance(16000, torch.from_numpy(pad_waveform(wav, 320))[None], cepstral_weight=3.0)
+    objective = lambda codes: float(distance(torch.from_numpy(codec.decode(codes))[None]))  # noqa: E731
+    assert objective(refined) < objective(codec.encode(wav)) and objective(refined) < objective(mel_only)
+
+
 def test_a_codec_recommends_its_refinement_in_config_json(codec, tmp_path):
     assert codec.refine_steps == 0  # the released checkpoints recommend none
-    codec.model.config.llasa_encode = {"refine_steps": 4, "refine_lr": 0.1}
+    codec.model.config.llasa_encode = {"refine_steps": 4, "refine_lr": 0.1, "refine_cepstral": 2.0}
     try:
         codec.save_pretrained(tmp_path)
     finally:
         del codec.model.config.llasa_encode
     loaded = Codec.from_pretrained(tmp_path)
-    assert (loaded.refine_steps, loaded.refine_lr) == (4, 0.1)
+    assert (loaded.refine_steps, loaded.refine_lr, loaded.refine_cepstral) == (4, 0.1, 2.0)
+    assert Codec(loaded.model, refine_cepstral=0).refine_cepstral == 0  # an argument overrides the config
     with pytest.raises(ValueError, match="refine_steps must be 0 or more"):
         loaded.encode(speech_like(3200), refine_steps=-1)
     with pytest.raises(ValueError, match="refine_lr positive"):
         Codec(loaded.model, refine_lr=0)
+    with pytest.raises(ValueError, match="refine_cepstral must be 0 or more"):
+        Codec(loaded.model, refine_cepstral=-1)
 
 
 def test_cli_refines_as_the_codec_recommends_unless_told(saved, tmp_path, capsys):

@@ -169,7 +169,9 @@ def test_tokenizing_by_synthesis_is_recorded_and_kept_apart(reference, corpus, c
     progress = run(corpus, refining, tokenizer, tmp_path / "refined", refine_steps=4)
     assert progress["done"] and progress["rows"] == N_GOOD
     config = json.loads((tmp_path / "refined" / tk.CONFIG_NAME).read_text())
-    assert config["refine_steps"] == 4 and config["refine_lr"] == 0.5
+    assert config["refine_steps"] == 4 and config["refine_lr"] == 0.5 and "refine_cepstral" not in config
+    with pytest.raises(ValueError, match="refine_cepstral differ"):  # another objective, another folder
+        run(corpus, Codec(codec.model, refine_lr=0.5, refine_cepstral=1.0), tokenizer, tmp_path / "refined", refine_steps=4)
     assert "refine_steps" not in json.loads((reference[0] / tk.CONFIG_NAME).read_text())
     refined, plain = tk.CodeShardDataset(tmp_path / "refined"), tk.CodeShardDataset(reference[0])
     assert any(not np.array_equal(refined[i].numpy(), plain[i].numpy()) for i in range(N_GOOD))

@@ -97,7 +97,8 @@ class Codec:
     CPUs with AMX and half the encode time of the full model, but codes may differ from fp32
     where a value sits near an FSQ rounding boundary, so it is off by default.
 
-    `refine_steps` and `refine_lr` are the analysis-by-synthesis encoding (`llasa.codec.refine`)
+    `refine_steps`, `refine_lr` and `refine_cepstral` (the weight of the cepstral distance in its
+    objective) are the analysis-by-synthesis encoding (`llasa.codec.refine`)
     this codec recommends for resynthesis: `llasa_encode` in its config.json, else 0 steps (the
     released checkpoints recommend none). `encode` refines only when asked (`refine_steps=`);
     the `llasa codec` verbs and `llasa eval codec` ask for the recommendation.
@@ -105,7 +106,7 @@ class Codec:
 
     def __init__(
         self, model: Xcodec2Model, *, semantic_bf16: bool = False, refine_steps: int | None = None,
-        refine_lr: float | None = None,
+        refine_lr: float | None = None, refine_cepstral: float | None = None,
     ):  # fmt: skip
         config = model.config
         if config.hop_length != SEMANTIC_HOP or config.sampling_rate != 16000:
@@ -124,9 +125,13 @@ class Codec:
         recommended = getattr(config, ENCODE_KEY, None) or {}
         self.refine_steps: int = int(recommended.get("refine_steps", 0) if refine_steps is None else refine_steps)
         self.refine_lr: float = float(recommended.get("refine_lr", DEFAULT_LR) if refine_lr is None else refine_lr)
-        if self.refine_steps < 0 or self.refine_lr <= 0:
+        self.refine_cepstral: float = float(
+            recommended.get("refine_cepstral", 0.0) if refine_cepstral is None else refine_cepstral
+        )
+        if self.refine_steps < 0 or self.refine_lr <= 0 or self.refine_cepstral < 0:
             raise ValueError(
-                f"refine_steps must be 0 or more and refine_lr positive, got {self.refine_steps} and {self.refine_lr}"
+                "refine_steps and refine_cepstral must be 0 or more and refine_lr positive, got "
+                f"{self.refine_steps}, {self.refine_cepstral} and {self.refine_lr}"
             )
 
     @property
@@ -205,7 +210,10 @@ class Codec:
             waves = waves.to(self.device, self.dtype)
             if refine_steps:
                 start = quantizer_inputs(self.model, lambda: self.model.encode(input_values=waves, **extra))
-                out = refine_codes(self.model, waves, start, steps=refine_steps, lr=self.refine_lr, progress=True)
+                out = refine_codes(
+                    self.model, waves, start, steps=refine_steps, lr=self.refine_lr,
+                    cepstral_weight=self.refine_cepstral, progress=True,
+                )  # fmt: skip
             else:
                 out = self.model.encode(input_values=waves, **extra).audio_codes
             for row, index in zip(out[:, 0].long().cpu().numpy(), indices):

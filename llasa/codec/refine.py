@@ -6,9 +6,11 @@ codes, so the loss lies in the guess itself, not in the rounding. Speech codecs 
 always encoded by synthesis instead: try codes through the decoder and keep those whose output is
 closest to the input. Here the search is by gradient: the quantizer's inputs (one value per FSQ
 dimension per frame, after `project_in`) start at the encoder's and are tuned by Adam on the
-multi-scale mel distance between the decoder's output and the input, rounding straight-through
-as in training, the model frozen. Each item keeps the codes of its best step, so the
-result is never further from the input (in that distance) than the encoder's own codes.
+multi-scale mel distance between the decoder's output and the input (plus, with a
+``cepstral_weight``, a cepstral distance: the spectral envelope a recogniser reads, see
+`CepstralDistance`), rounding straight-through as in training, the model frozen. Each item keeps
+the codes of its best step, so the result is never further from the input (in that distance)
+than the encoder's own codes.
 
 The decoder is untouched, so codes an LM samples decode exactly as before; only the codes
 given *to* the decoder for a recording change. No library does this for X-codec2 (it is a
@@ -21,9 +23,29 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llasa.codec.losses import MultiScaleMelLoss
+from llasa.codec.losses import CepstralDistance, MultiScaleMelLoss
 
 DEFAULT_LR = 0.05
+
+
+class SynthesisDistance(nn.Module):
+    """What refinement brings down: per-item multi-scale mel distance + ``cepstral_weight`` x
+    cepstral distance, of (B, N) waveforms to a fixed ``target`` (B, N)."""
+
+    def __init__(self, sample_rate: int, target: torch.Tensor, cepstral_weight: float):
+        super().__init__()
+        self.mel = MultiScaleMelLoss(sample_rate).to(target.device)
+        self.mel_target = self.mel.target_mels(target)  # once: the target is the same at every step
+        self.cepstral_weight = cepstral_weight
+        if cepstral_weight:
+            self.cepstral = CepstralDistance(sample_rate).to(target.device)
+            self.cepstral_target = self.cepstral.target_features(target)
+
+    def forward(self, predicted: torch.Tensor) -> torch.Tensor:
+        distance = self.mel.against(predicted, self.mel_target, per_item=True)
+        if self.cepstral_weight:
+            distance = distance + self.cepstral_weight * self.cepstral.against(predicted, self.cepstral_target, per_item=True)
+        return distance
 
 
 def quantizer_inputs(model: nn.Module, encode) -> torch.Tensor:
@@ -53,20 +75,22 @@ def _decode(model: nn.Module, values: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def refine_codes(
     model: nn.Module, waves: torch.Tensor, start: torch.Tensor, *, steps: int, lr: float = DEFAULT_LR,
-    progress: bool = False,
+    cepstral_weight: float = 0.0, progress: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """Tune FSQ inputs ``start`` (B, T, dims) for ``steps`` Adam steps -> codes (B, 1, T).
 
     ``waves`` (B, 1, 320 T) is what the decoder should reproduce (the padded input); items are
     independent (each loss is its own, summed), so a batch gives the codes of its items alone.
+    ``cepstral_weight`` adds that much of the cepstral distance to the mel distance.
     """
     if steps < 0:
         raise ValueError(f"refine_steps must be 0 or more, got {steps}")
     if lr <= 0:
         raise ValueError(f"refine_lr must be positive, got {lr}")
-    loss = MultiScaleMelLoss(model.config.sampling_rate).to(waves.device)
+    if cepstral_weight < 0:
+        raise ValueError(f"refine_cepstral must be 0 or more, got {cepstral_weight}")
     target = waves[:, 0].float()
-    target_mels = loss.target_mels(target)  # once: the target is the same at every step
+    distance = SynthesisDistance(model.config.sampling_rate, target, cepstral_weight)
     values = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([values], lr=lr)
     best_loss = torch.full((len(waves),), float("inf"), device=waves.device)
@@ -74,7 +98,7 @@ def refine_codes(
     with torch.enable_grad(), tqdm(total=steps, desc="refine codes", unit="step", leave=False, disable=not progress) as bar:
         for step in range(steps + 1):
             audio, codes = _decode(model, values)
-            per_item = loss.against(audio[:, 0, : target.shape[-1]].float(), target_mels, per_item=True)
+            per_item = distance(audio[:, 0, : target.shape[-1]].float())
             better = per_item.detach() < best_loss
             best_loss = torch.where(better, per_item.detach(), best_loss)
             best_codes = codes.detach() if best_codes is None else torch.where(better[:, None], codes, best_codes)

@@ -164,6 +164,8 @@ def tokenize_manifest(
     }
     if refine_steps:  # recorded only when used, so shards made before the option still resume
         config.update(refine_steps=refine_steps, refine_lr=codec.refine_lr)
+        if codec.refine_cepstral:  # likewise
+            config.update(refine_cepstral=codec.refine_cepstral)
     config_path = out_dir / CONFIG_NAME
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
