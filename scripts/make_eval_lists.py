@@ -3,8 +3,9 @@
     python scripts/make_eval_lists.py [--corpus runs/corpus] [--out runs/eval_lists]
 
 - codec_test.jsonl: up to 6 test recordings per voice (for `llasa eval codec`);
-- codec_confirm.jsonl: 6 more per voice, to confirm on clips it was not chosen on a codec
-  setting picked on codec_test;
+- codec_confirm.jsonl, codec_confirm2.jsonl: 6 more per voice each, to confirm on clips it was
+  not chosen on a codec setting picked on codec_test (the second for a setting whose choice
+  codec_confirm has seen);
 - tts_seen.jsonl: 4 held-out sentences per seen voice, prompted with a validation clip of
   that voice (another sentence);
 - tts_unseen.jsonl: 10 sentences of the held-out voice, prompted with its first test clip;
@@ -54,14 +55,14 @@ def main() -> None:
     for item in sorted(test, key=lambda x: x["id"]):
         by_voice[item["speaker"]].append(item)
 
-    codec_items, confirm_items = [], []
+    codec_lists = {"codec_test": [], "codec_confirm": [], "codec_confirm2": []}  # 6 clips per voice each
     for voice, items in sorted(by_voice.items()):
         items = items[:]
         rng.shuffle(items)
-        codec_items += [{**x, "audio": str(rel / x["audio"])} for x in items[:6]]
-        confirm_items += [{**x, "audio": str(rel / x["audio"])} for x in items[6:12]]
-    write(out / "codec_test.jsonl", round_robin(codec_items))
-    write(out / "codec_confirm.jsonl", round_robin(confirm_items))
+        for i, rows in enumerate(codec_lists.values()):
+            rows += [{**x, "audio": str(rel / x["audio"])} for x in items[6 * i : 6 * i + 6]]
+    for name, rows in codec_lists.items():
+        write(out / f"{name}.jsonl", round_robin(rows))
 
     prompts = {}
     for item in val:
