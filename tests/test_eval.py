@@ -232,12 +232,17 @@ def test_codec_eval_of_a_lossless_codec(tmp_path, metrics):
 def test_codec_eval_passes_refinement_on_and_keeps_one_setting_per_folder(tmp_path, metrics):
     codec, items = IdentityCodec(), librivox_items()
     summary = evaluate_codec(codec, items[:1], tmp_path, metrics=metrics, refine_steps=5, progress=False)
-    assert codec.refine_steps_seen == [5] and summary["refine_steps"] == 5
-    with pytest.raises(ValueError, match="measured with refine_steps \\[5\\], not 0"):
+    assert codec.refine_steps_seen == [5] and summary["refine_steps"] == 5 and summary["refine_cepstral"] == 0
+    with pytest.raises(ValueError, match="measured with refine_steps 5, refine_lr 0.05, refine_cepstral 0.0, not refine_steps 0;"):
         evaluate_codec(codec, items, tmp_path, metrics=metrics, progress=False)
+    codec.refine_cepstral = 3.0  # the same steps towards another objective
+    with pytest.raises(ValueError, match="refine_cepstral 0.0, not refine_steps 5, refine_lr 0.05, refine_cepstral 3.0;"):
+        evaluate_codec(codec, items, tmp_path, metrics=metrics, refine_steps=5, progress=False)
+    del codec.refine_cepstral
     evaluate_codec(codec, items, tmp_path, metrics=metrics, refine_steps=5, progress=False)  # resumes
     assert codec.refine_steps_seen == [5, 5]
-    assert [json.loads(line)["refine_steps"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == [5, 5]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["refine_steps"], r["refine_lr"], r["refine_cepstral"]) for r in records] == [(5, 0.05, 0.0)] * 2
 
 
 @needs_librivox

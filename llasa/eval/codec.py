@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
+from llasa.codec.refine import DEFAULT_LR
 from llasa.eval.metrics import Metrics, pesq, stoi
 from llasa.eval.report import ResultLog, as_original, mean, pooled_rate, write_summary
 
@@ -21,30 +22,45 @@ def evaluate_codec(
 ) -> dict:
     """``items``: manifest records with ``id``, ``audio`` and ``text`` (``llasa.data.manifest.load_corpus``).
     Writes ``wavs/<id>.wav`` (the resynthesis), ``results.jsonl`` (resumable) and the summary.
-    ``refine_steps``: analysis-by-synthesis encoding (`Codec.encode`); a folder holds one setting."""
+    ``refine_steps``: analysis-by-synthesis encoding (`Codec.encode`, with the codec's
+    ``refine_lr`` and ``refine_cepstral``); a folder holds one setting, recorded with each clip."""
     outdir = Path(outdir)
     log = ResultLog(outdir)
-    mixed = {r.get("refine_steps", 0) for r in log.records()} - {refine_steps}
-    if mixed:
-        raise ValueError(
-            f"{outdir}: its results were measured with refine_steps {sorted(mixed)}, not {refine_steps}; "
-            "give another output folder (-o) or the same setting"
-        )
+    setting = _encoding(refine_steps, getattr(codec, "refine_lr", DEFAULT_LR), getattr(codec, "refine_cepstral", 0.0))
+    for record in log.records():
+        # records from before the learning rate and weight were kept were all made at these defaults
+        recorded = _encoding(record.get("refine_steps", 0), record.get("refine_lr", DEFAULT_LR), record.get("refine_cepstral", 0.0))
+        if recorded != setting:
+            raise ValueError(
+                f"{outdir}: its results were measured with {_describe(recorded)}, not {_describe(setting)}; "
+                "give another output folder (-o) or the same setting"
+            )
     todo = [item for item in items if item["id"] not in log]
     for item in tqdm(todo, desc="eval codec", unit="clip", disable=not progress):
-        log.append(_evaluate_clip(codec, item, outdir, metrics, refine_steps))
+        log.append(_evaluate_clip(codec, item, outdir, metrics, refine_steps, setting))
     summary = summarize_codec(log.records([item["id"] for item in items]), metrics.metric)
-    summary["refine_steps"] = refine_steps
+    summary.update(setting)
     write_summary(outdir, summary, f"Codec resynthesis: {outdir.name}")
     return summary
 
 
-def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics, refine_steps: int) -> dict:
+def _encoding(refine_steps: int, refine_lr: float, refine_cepstral: float) -> dict:
+    """How clips were encoded: the search's steps and, when there is a search, its settings."""
+    if not refine_steps:
+        return {"refine_steps": 0}
+    return {"refine_steps": refine_steps, "refine_lr": refine_lr, "refine_cepstral": refine_cepstral}
+
+
+def _describe(setting: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in setting.items())
+
+
+def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics, refine_steps: int, setting: dict) -> dict:
     """The clip's record; an unreadable clip is recorded with its error (and counted as failed)."""
     try:
         original = audio_io.load(item["audio"], codec.sample_rate)
     except ValueError as exc:
-        return {"id": item["id"], "text": item["text"], "refine_steps": refine_steps, "error": str(exc)}
+        return {"id": item["id"], "text": item["text"], **setting, "error": str(exc)}
     resynth = codec.decode(codec.encode(original, refine_steps=refine_steps))[: len(original)]  # decoding pads to whole frames
     path = audio_io.write(outdir / "wavs" / f"{item['id']}.wav", resynth, codec.sample_rate)
     before, after = metrics.intelligibility(original, item["text"]), metrics.intelligibility(resynth, item["text"])
@@ -54,7 +70,7 @@ def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics, refine_ste
         "text": item["text"],
         "wav": str(path.relative_to(outdir)),
         "seconds": round(len(original) / codec.sample_rate, 3),
-        "refine_steps": refine_steps,
+        **setting,
         m: after[m],
         "errors": after["errors"],
         "hyp": after["hyp"],
