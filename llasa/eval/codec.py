@@ -37,7 +37,7 @@ def evaluate_codec(
             )
     todo = [item for item in items if item["id"] not in log]
     for item in tqdm(todo, desc="eval codec", unit="clip", disable=not progress):
-        log.append(_evaluate_clip(codec, item, outdir, metrics, refine_steps, setting))
+        log.append(_evaluate_clip(codec, item, outdir, metrics, setting))
     summary = summarize_codec(log.records([item["id"] for item in items]), metrics.metric)
     summary.update(setting)
     write_summary(outdir, summary, f"Codec resynthesis: {outdir.name}")
@@ -55,13 +55,14 @@ def _describe(setting: dict) -> str:
     return ", ".join(f"{key} {value}" for key, value in setting.items())
 
 
-def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics, refine_steps: int, setting: dict) -> dict:
-    """The clip's record; an unreadable clip is recorded with its error (and counted as failed)."""
+def _evaluate_clip(codec, item: dict, outdir: Path, metrics: Metrics, setting: dict) -> dict:
+    """The clip's record, encoded as ``setting`` says (`_encoding`); an unreadable clip is recorded
+    with its error (and counted as failed)."""
     try:
         original = audio_io.load(item["audio"], codec.sample_rate)
     except ValueError as exc:
         return {"id": item["id"], "text": item["text"], **setting, "error": str(exc)}
-    resynth = codec.decode(codec.encode(original, refine_steps=refine_steps))[: len(original)]  # decoding pads to whole frames
+    resynth = codec.decode(codec.encode(original, refine_steps=setting["refine_steps"]))[: len(original)]  # decoding pads to whole frames
     path = audio_io.write(outdir / "wavs" / f"{item['id']}.wav", resynth, codec.sample_rate)
     before, after = metrics.intelligibility(original, item["text"]), metrics.intelligibility(resynth, item["text"])
     m = metrics.metric
