@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from llasa.extras import MissingExtra
+
 # modules that define `add_commands(subparsers)`; imported lazily so `llasa --help` is fast
 COMMAND_MODULES = [
     "llasa.lm.cli",
@@ -23,6 +25,26 @@ COMMAND_MODULES = [
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+def _whole_number(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    return _whole_number(text, 1, "at least 1")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    return _whole_number(text, 0, "0 or more")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.handler(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as exc:
-        # library errors are written for users (they name the input and the problem)
-        print(f"llasa {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError, FileNotFoundError, MissingExtra) as exc:
+        # library errors are written for users (they name the input and the problem); one line,
+        # though a message quoted from another library may span several
+        print(f"llasa {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

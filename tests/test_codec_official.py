@@ -1,9 +1,6 @@
 """Our loader + transformers' Xcodec2Model against the official xcodec2==0.1.5 package.
 
-Install (the package pins torch 2.5/torchaudio; never let it replace torch; torchtune is only
-read for its RoPE file, so none of its dependencies, torchao included, are needed):
-    pip install --no-deps xcodec2==0.1.5 vector-quantize-pytorch==1.17.8 torchtune==0.6.1
-    pip install einops==0.8.0 einx
+scripts/install.sh installs the package in a folder of its own (llasa.codec.official.OFFICIAL_SITE).
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from llasa.codec.official import build_official_model, import_official, released
 try:
     import_official()
 except ImportError as error:
-    pytest.skip(f"official xcodec2 package not importable ({error}); see install commands above", allow_module_level=True)
+    pytest.skip(f"official xcodec2 package not importable ({error}); see scripts/install.sh", allow_module_level=True)
 from llasa.codec.testing import randomize_weights
 
 # the official architecture shrunk through its own constructor arguments; w2v-BERT keeps

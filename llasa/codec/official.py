@@ -2,8 +2,9 @@
 and benchmarks (never used to encode or decode in llasa itself).
 
 The package pins torch 2.5 and torchaudio, and its model downloads w2v-BERT 2.0 in its
-constructor. Install it without dependencies (see tests/test_codec_official.py), then
-`build_official_model` constructs it with random weights and no network access.
+constructor. `scripts/install.sh` installs it without dependencies into a folder of its own
+(``OFFICIAL_SITE``), which :func:`import_official` puts on the path; `build_official_model`
+then constructs it with random weights and no network access.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -18,6 +20,15 @@ from unittest import mock
 
 import torch
 from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel, Xcodec2Config
+
+# Kept out of site-packages: the package's pins (torch 2.5, torchaudio, torchao) would make the
+# environment inconsistent for pip. A checkout's build/official unless LLASA_OFFICIAL_SITE says.
+OFFICIAL_SITE = Path(os.environ.get("LLASA_OFFICIAL_SITE", Path(__file__).resolve().parents[2] / "build" / "official"))
+
+
+def _use_official_site() -> None:
+    if OFFICIAL_SITE.is_dir() and str(OFFICIAL_SITE) not in sys.path:
+        sys.path.append(str(OFFICIAL_SITE))
 
 
 def _torchtune_rope_only() -> dict[str, types.ModuleType]:
@@ -27,6 +38,7 @@ def _torchtune_rope_only() -> dict[str, types.ModuleType]:
     sentencepiece, ...; torchao in the environment would also be imported by every
     `import transformers` (its quantizer integration), costing everyone time and log noise.
     """
+    _use_official_site()
     spec = importlib.util.find_spec("torchtune")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("No module named 'torchtune' (pip install --no-deps torchtune==0.6.1)")
@@ -47,6 +59,7 @@ def import_official() -> types.ModuleType:
 
     if "xcodec2.modeling_xcodec2" in sys.modules:
         return sys.modules["xcodec2.modeling_xcodec2"]
+    _use_official_site()
     stubs = {"torchaudio": types.ModuleType("torchaudio"), **_torchtune_rope_only()}
     stubs = {name: module for name, module in stubs.items() if name not in sys.modules}
     sys.modules.update(stubs)

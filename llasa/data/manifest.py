@@ -15,6 +15,8 @@ from typing import Iterable, Iterator
 
 import soundfile as sf
 
+from llasa.extras import require
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 TRANSCRIPT_SUFFIXES = (".txt", ".lab", ".normalized.txt", ".original.txt")
 FORMATS = ("folder", "csv", "jsonl", "ljspeech", "libritts", "hf")
@@ -214,10 +216,7 @@ def read_hf(path: str | Path, *, audio_dir: str | Path | None = None, split: str
     names the speaker. Decoding is left off because
     `datasets`' decoders need torchcodec/torchaudio.
     """
-    try:
-        import datasets
-    except ImportError:
-        raise ManifestError("reading Hugging Face datasets needs the 'datasets' package: pip install datasets") from None
+    datasets = require("datasets", "reading Hugging Face datasets")
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: no such dataset folder")

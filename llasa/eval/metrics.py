@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE, load
+from llasa.extras import require
 from llasa.verify import Verifier, VerifyRequest, get_verifier
 from llasa.verify.text import error_metric
 
@@ -73,7 +74,7 @@ class Metrics:
 
 
 def stoi(reference: np.ndarray, degraded: np.ndarray) -> float:
-    from pystoi import stoi as compute
+    compute = require("pystoi", "STOI").stoi
 
     n = min(len(reference), len(degraded))
     return float(compute(reference[:n], degraded[:n], SAMPLE_RATE, extended=False))
@@ -84,7 +85,8 @@ def pesq(reference: np.ndarray, degraded: np.ndarray, mode: str) -> float | None
 
     A digitally silent output gets the floor of the MOS scale: the library would divide by its
     zero peak, and leaving the clip out would flatter a codec that outputs nothing."""
-    from pesq import NoUtterancesError, pesq as compute
+    pesq_lib = require("pesq", "PESQ")
+    NoUtterancesError, compute = pesq_lib.NoUtterancesError, pesq_lib.pesq
 
     n = min(len(reference), len(degraded))
     if not np.any(reference[:n]):

@@ -23,6 +23,7 @@ from llasa.eval.lists import EvalItem
 from llasa.eval.metrics import Metrics
 from llasa.eval.report import ResultLog, markdown_table
 from llasa.eval.tts import evaluate_tts, summarize_tts
+from llasa.extras import pyplot
 from llasa.lm.sampling import SamplingParams
 from llasa.search import Searcher
 
@@ -105,10 +106,7 @@ def _nested_summary(folder: Path, items: list[EvalItem], k: int, metric: str) ->
 
 def plot_scaling(points: list[dict], path: str | Path, *, metrics: Sequence[str] = ("wer", "sim")) -> Path:
     """One panel per metric: metric against mean tokens sampled per item (log scale), a line per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
+    plt = pyplot("plotting")
 
     labels = {"wer": "WER (%)", "cer": "CER (%)", "sim": "speaker similarity", "dnsmos": "DNSMOS"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from llasa.extras import pyplot
 from llasa.train.lm import LOG_FILE
 
 EMBEDDING = re.compile(r"(^|\.)(embed_tokens|lm_head)\.")
@@ -61,10 +62,13 @@ def run_curve(run_dir: str | Path, label: str | None = None) -> dict:
         init = json.loads(config_path.read_text()).get("init", "") if config_path.is_file() else ""
         label = init.split(":", 1)[1] if init.startswith("preset:") else run.name
     points, tokens = [], 0
-    for line in log_path.read_text().splitlines():
+    for number, line in enumerate(log_path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{log_path}, line {number}: not a JSON record ({exc})") from None
         tokens = record.get("tokens", tokens)  # eval steps are logging steps too; else the last count
         if record.get("eval_loss") is not None:
             points.append({"step": record["step"], "tokens": tokens, "flops": 6.0 * params * tokens,
@@ -86,10 +90,7 @@ def checkpoint_flops(curve: dict) -> float:
 def plot_train_scaling(curves: Sequence[dict], path: str | Path) -> Path:
     """Against training FLOPs, a line per size: eval loss, text gain (when logged; see
     ``LMTrainConfig.eval_text_gain``) and the WER of each latest checkpoint (when measured)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
+    plt = pyplot("plotting")
 
     curves = sorted(curves, key=lambda c: c["params"])
     panels = [("eval_loss", "eval loss (nats / speech token)")]
@@ -152,6 +153,7 @@ def evaluate_train_scaling(
             summary = evaluate_tts(synth, items, out / curve["label"], metrics=metrics, params=params or SamplingParams(),
                                    seed=seed)  # fmt: skip
             curve["wer"], curve["sim"] = summary.get("wer"), summary.get("sim")
+            curve["items"], curve["failed"] = summary["items"], summary["failed"]
     (out / "train_scaling.json").write_text(json.dumps(curves, indent=2))
     plot_train_scaling(curves, out / "train_scaling.png")
     rows = [{"size": c["label"], "params (non-emb.)": c["params"], "steps": c["points"][-1]["step"],

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from llasa.defaults import default_voice_name, is_default_model
+from llasa.extras import require
 
 if TYPE_CHECKING:
     from llasa.serve.app import Limits
@@ -71,6 +72,8 @@ def build_app(
     limits: Limits | None = None,
 ):
     """Load a model and its codec and build the app (``model``: hub id or local directory)."""
+    for package in ("fastapi", "uvicorn", "multipart"):
+        require(package, "the server")  # before minutes of model loading
     from llasa.lm.model import resolve
     from llasa.serve.app import Limits, create_app
     from llasa.serve.scheduler import Scheduler
@@ -107,8 +110,7 @@ def build_app(
 def serve_in_thread(app, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run ``app`` under uvicorn in a background thread (tests, benchmarks, notebooks); yields
     its base URL (``port=0`` picks a free port) and stops the server on exit."""
-    import uvicorn
-
+    uvicorn = require("uvicorn", "the server")
     check_bind(host, app.state.api_key)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="llasa-uvicorn", daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE
+from llasa.extras import require
 from llasa.verify.base import Score, VerifyRequest, check_wavs, is_too_short
 
 # the floor of the MOS scale: what a clip too short to rate gets
@@ -30,7 +31,7 @@ class DNSMOSVerifier:
         return None
 
     def score(self, wavs, request, state, *, partial=False):
-        from speechmos import dnsmos
+        dnsmos = require("speechmos.dnsmos", "the dnsmos verifier")
 
         scores = []
         for wav in check_wavs(wavs):

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE
+from llasa.extras import require
 from llasa.verify.base import Score, VerifyRequest, check_wavs
 from llasa.verify.text import counts_characters, units
 
@@ -47,9 +48,9 @@ class SanityVerifier:
     @property
     def vad(self):
         if self._vad is None:
-            from silero_vad import load_silero_vad
+            silero_vad = require("silero_vad", "the sanity verifier (silero-vad)")
 
-            self._vad = load_silero_vad(onnx=True)
+            self._vad = silero_vad.load_silero_vad(onnx=True)
         return self._vad
 
     def prepare(self, request: VerifyRequest) -> dict:
@@ -61,7 +62,7 @@ class SanityVerifier:
 
     def _segments(self, wav: np.ndarray) -> list[tuple[float, float]]:
         import torch
-        from silero_vad import get_speech_timestamps
+        get_speech_timestamps = require("silero_vad", "the sanity verifier (silero-vad)").get_speech_timestamps
 
         stamps = get_speech_timestamps(torch.from_numpy(wav), self.vad, sampling_rate=SAMPLE_RATE)
         return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.extras import require
 from llasa.verify.base import EmbeddingSimilarity
 from llasa.verify.hf import TransformersEmbedder, pick_device
 
@@ -21,10 +22,10 @@ _SILENCE_PEAK = 1e-4  # -80 dBFS
 
 class ResemblyzerEmbedder:
     def __init__(self, device: str | None = None):
-        from resemblyzer import VoiceEncoder, preprocess_wav
+        resemblyzer = require("resemblyzer", "the sim verifier (Resemblyzer)")
 
-        self._preprocess = preprocess_wav
-        self.encoder = VoiceEncoder(pick_device(device), verbose=False)
+        self._preprocess = resemblyzer.preprocess_wav
+        self.encoder = resemblyzer.VoiceEncoder(pick_device(device), verbose=False)
 
     def __call__(self, wavs: list[np.ndarray]) -> np.ndarray:
         out = []

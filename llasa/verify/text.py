@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from llasa.extras import require
+
 # Languages written without spaces between words: errors and speech rate are counted in characters
 CHARACTER_LANGUAGES = frozenset({"zh", "ja", "yue"})
 
@@ -51,7 +53,7 @@ def spell_numbers(text: str, language: str = "en") -> str:
 
 def normalize(text: str, language: str = "en") -> str:
     """Lower case, numbers as words, no punctuation or symbols, single spaces."""
-    import jiwer
+    jiwer = require("jiwer", "text normalisation for WER")
 
     transform = jiwer.Compose(
         [

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llasa.audio import SAMPLE_RATE
+from llasa.extras import require
 from llasa.verify.base import Score, VerifyRequest, check_wavs, is_too_short
 from llasa.verify.hf import pick_device, resolve_source
 from llasa.verify.text import error_metric, language_code, units
@@ -23,9 +24,9 @@ class PocketSphinxASR:
     languages = frozenset({"en"})
 
     def __init__(self):
-        from pocketsphinx import Decoder
+        pocketsphinx = require("pocketsphinx", "the wer verifier (PocketSphinx)")
 
-        self.decoder = Decoder(samprate=SAMPLE_RATE, logfn=os.devnull)
+        self.decoder = pocketsphinx.Decoder(samprate=SAMPLE_RATE, logfn=os.devnull)
 
     def transcribe(self, wavs: list[np.ndarray], language: str) -> list[str]:
         out = []
@@ -75,7 +76,7 @@ def best_prefix(reference: list[str], hypothesis: list[str]) -> list[str]:
 
     jiwer scores whole sequences only; a process reward needs the text the audio has reached so far.
     """
-    from rapidfuzz.distance import Levenshtein
+    Levenshtein = require("rapidfuzz.distance", "the wer verifier's partial scores").Levenshtein
 
     costs = [Levenshtein.distance(hypothesis, reference[:k]) for k in range(len(reference) + 1)]
     k = len(costs) - 1 - int(np.argmin(costs[::-1]))
@@ -113,7 +114,7 @@ class WERVerifier:
         return reference
 
     def score(self, wavs, request, state, *, partial=False):
-        import jiwer
+        jiwer = require("jiwer", "the wer verifier")
 
         wavs = check_wavs(wavs)
         usable = [i for i, w in enumerate(wavs) if not is_too_short(w)]
