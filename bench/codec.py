@@ -8,7 +8,10 @@ time mostly measures the other processes, and CPU time of one thread does not; t
 alternate and the best of `--repeats` counts. Prints one JSON line; speedups > 1 mean we are
 faster. Real-time factors are CPU seconds per second of audio.
 
-    python bench/codec.py [--seconds 5] [--repeats 2] [--threads 1] [--stream-codec DIR]
+    python bench/codec.py [--seconds 5] [--repeats 2] [--threads 1] [--stream-codec DIR] [--quick]
+
+--quick: the official architecture shrunk (narrow layers, the 16 w2v-BERT layers the official
+model reads) on a short clip: the same comparison in seconds, for CI; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -45,12 +48,24 @@ def timed(fn):
     return time.process_time() - start, result
 
 
-def build_pair(directory: Path) -> tuple[torch.nn.Module, Codec, Codec]:
-    semantic = Wav2Vec2BertConfig(num_hidden_layers=24).to_dict()
-    official = randomize_weights(build_official_model(Xcodec2Config(semantic_model_config=semantic)), seed=1)
+def shrunk_config() -> Xcodec2Config:
+    """The official architecture at test widths; w2v-BERT keeps the 16 layers the official model reads."""
+    semantic = Wav2Vec2BertConfig(hidden_size=64, num_hidden_layers=16, num_attention_heads=2, intermediate_size=128,
+                                  output_hidden_size=64)  # fmt: skip
+    return Xcodec2Config(semantic_model_config=semantic, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, head_dim=64, encoder_hidden_size=8,
+                         quantization_dim=192)  # fmt: skip
+
+
+def build_pair(directory: Path, *, quick: bool = False) -> tuple[torch.nn.Module, Codec, Codec]:
+    config = shrunk_config() if quick else Xcodec2Config(semantic_model_config=Wav2Vec2BertConfig(num_hidden_layers=24))
+    official = randomize_weights(build_official_model(config), seed=1)
     state = {k: v.contiguous() for k, v in official.state_dict().items()}
     save_file(released_key_names(state), str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({"model_type": "xcodec2", "semantic_hidden_size": 1024}))
+    if quick:  # the original package's config.json names no sizes: a shrunk model needs its own
+        config.save_pretrained(directory)
+    else:
+        (directory / "config.json").write_text(json.dumps({"model_type": "xcodec2", "semantic_hidden_size": 1024}))
     return official, Codec.from_pretrained(directory), Codec.from_pretrained(directory, semantic_bf16=True)
 
 
@@ -61,13 +76,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--stream-seconds", type=float, default=10.0)
     parser.add_argument("--stream-codec", help="measure streaming on this (trained) codec instead")
+    parser.add_argument("--quick", action="store_true", help="a shrunk codec on a short clip: seconds, for CI")
     args = parser.parse_args()
+    if args.quick:  # only the defaults change: sizes given on the command line still hold
+        parser.set_defaults(seconds=1.0, repeats=1, stream_seconds=2.0)
+        args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     wav = speech_like(int(args.seconds * 16000))
     tensor = torch.from_numpy(wav)[None]
     with tempfile.TemporaryDirectory() as tmp:
-        official, ours, ours_bf16 = build_pair(Path(tmp))
+        official, ours, ours_bf16 = build_pair(Path(tmp), quick=args.quick)
     times = {"official_encode": [], "ours_encode": [], "ours_bf16_encode": [], "official_decode": [], "ours_decode": []}
     for _ in range(args.repeats + 1):  # the first round warms up both
         with torch.no_grad():  # what the official encode_code/decode_code run under
@@ -106,6 +125,7 @@ def main() -> None:
         "stream_cost_over_full_decode": round(t_stream / t_full, 2),
         "seconds": args.seconds,
         "threads": args.threads,
+        "quick": args.quick,
     }))
 
 

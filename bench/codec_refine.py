@@ -8,7 +8,9 @@ multi-scale mel distance (the codec's training loss) between each resynthesis an
 (`refine_cepstral`). Prints one JSON line: `cost_ratio` (refined / plain CPU time), the real-time
 factor of each (CPU seconds per second of audio), both distances and the share of codes moved.
 
-    python bench/codec_refine.py [--codec DIR] [--steps N] [--audio FILE ...] [--threads 2]
+    python bench/codec_refine.py [--codec DIR] [--steps N] [--audio FILE ...] [--threads 2] [--quick]
+
+--quick: 3 steps on 1 s of one clip (checks that the bench runs; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ def main() -> None:
     parser.add_argument("--audio", nargs="*", help="recordings to encode (default: the built-in voices, decoded)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--clips", type=int, help="encode only the first N clips (default: all)")
+    parser.add_argument("--clip-seconds", type=float, help="cut each clip to this length (default: whole)")
+    parser.add_argument("--quick", action="store_true", help="3 steps on 1 s of one clip: seconds, for CI")
     args = parser.parse_args()
+    if args.quick:  # only the defaults change: sizes given on the command line still hold
+        parser.set_defaults(steps=3, clips=1, clip_seconds=1.0)
+        args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = Codec.from_pretrained(codec_or_default(args.codec))
     steps = codec.refine_steps if args.steps is None else args.steps
@@ -52,12 +60,14 @@ def main() -> None:
     if args.audio:
         from llasa.audio import load
 
-        wavs = [load(path) for path in args.audio]
+        wavs = [load(path) for path in args.audio[: args.clips]]
     else:
         voices = model_voices(default_model_path()) if default_model_path() else {}
         if not voices:
             parser.error("no built-in voices in this checkout: give --audio")
-        wavs = [codec.decode(Voice.load(path).codes) for _, path in sorted(voices.items())]
+        wavs = [codec.decode(Voice.load(path).codes) for _, path in sorted(voices.items())[: args.clips]]
+    if args.clip_seconds:
+        wavs = [w[: int(args.clip_seconds * codec.sample_rate)] for w in wavs]
     seconds = sum(len(w) for w in wavs) / codec.sample_rate
     plain_time, plain = best_time(lambda: [codec.encode(w) for w in wavs], args.repeats)
     refined_time, refined = best_time(lambda: [codec.encode(w, refine_steps=steps) for w in wavs], args.repeats)
@@ -79,7 +89,7 @@ def main() -> None:
         "rtf_plain": round(plain_time / seconds, 4), "rtf_refined": round(refined_time / seconds, 3),
         "mel_plain": round(distance(mel, plain), 4), "mel_refined": round(distance(mel, refined), 4),
         "cepstral_plain": round(distance(cepstral, plain), 4), "cepstral_refined": round(distance(cepstral, refined), 4),
-        "codes_moved": round(float(moved), 3), "threads": args.threads,
+        "codes_moved": round(float(moved), 3), "threads": args.threads, "quick": args.quick,
     }))  # fmt: skip
 
 

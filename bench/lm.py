@@ -10,7 +10,10 @@ third of the output layer; built by the test helper, no download). Prints one JS
   n8_cost_ratio    wall time of N=8 candidates over N=1 with our decoder (same configuration)
   <config>         those figures and tokens/s for each preset / vocabulary / dtype
 
-Usage: python bench/lm.py [--tokens 50] [--threads 1]
+Usage: python bench/lm.py [--tokens 50] [--threads 1] [--quick]
+
+--quick: the tiny preset only, over both vocabularies, for a few tokens (checks that the bench
+runs; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -86,20 +89,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 is steadier on a shared machine")
+    parser.add_argument("--quick", action="store_true", help="tiny preset, few tokens: seconds, for CI")
     args = parser.parse_args()
+    if args.quick:  # only the defaults change: sizes given on the command line still hold
+        parser.set_defaults(tokens=8)
+        args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         official = official_layout_base(Path(tmp))
-        configs = {
-            "tiny_byte_fp32": ("tiny", None, torch.float32),
-            "tiny_byte_bf16": ("tiny", None, torch.bfloat16),
-            "100m_byte_fp32": ("100m", None, torch.float32),
-            "100m_byte_bf16": ("100m", None, torch.bfloat16),
-            "100m_official_fp32": ("100m", official, torch.float32),
-        }
+        size = "tiny" if args.quick else "100m"  # the headline's preset
+        configs = {"tiny_byte_fp32": ("tiny", None, torch.float32), "tiny_byte_bf16": ("tiny", None, torch.bfloat16)}
+        if not args.quick:
+            configs.update({"100m_byte_fp32": ("100m", None, torch.float32), "100m_byte_bf16": ("100m", None, torch.bfloat16)})
+        configs[f"{size}_official_fp32"] = (size, official, torch.float32)
         results = {name: bench_preset(*config, args.tokens, args.repeats) for name, config in configs.items()}
-    headline = results["100m_official_fp32"]
+    headline = results[f"{size}_official_fp32"]
     print(
         json.dumps(
             {
@@ -107,6 +112,7 @@ def main() -> None:
                 "n8_cost_ratio": headline["n8_cost_ratio"],
                 "tokens": args.tokens,
                 "threads": torch.get_num_threads(),
+                "quick": args.quick,
                 **results,
             }
         )

@@ -12,7 +12,10 @@ Prints one JSON line:
   beam_2x4_cost_ratio        beam search (B=2, M=4, a wer PRM every --step-tokens, wer ORM) over one sample
   beam_verifier_share        share of the beam search's time spent in verifiers
 
-Usage: python bench/search.py [--preset mini] [--tokens 100] [--step-tokens 25] [--threads 1]
+Usage: python bench/search.py [--preset mini] [--tokens 100] [--step-tokens 25] [--threads 1] [--quick]
+
+--quick: the tiny preset, 20 tokens a candidate, one run each (checks that the bench runs; its
+figures mean nothing).
 """
 
 from __future__ import annotations
@@ -51,7 +54,11 @@ def main() -> None:
     parser.add_argument("--step-tokens", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="tiny preset, short candidates: seconds, for CI")
     args = parser.parse_args()
+    if args.quick:  # only the defaults change: sizes given on the command line still hold
+        parser.set_defaults(preset="tiny", tokens=20, step_tokens=10, repeats=1)
+        args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     codec = Codec.from_config("tiny", seed=0)
@@ -80,6 +87,7 @@ def main() -> None:
         "codec": "tiny",
         "tokens": args.tokens,
         "threads": args.threads,
+        "quick": args.quick,
         "single_sample_s": round(single_s, 4),
         "best_of_8_s": round(bo8_s, 4),
         "best_of_8_cost_ratio": round(bo8_s / single_s, 3),

@@ -11,7 +11,7 @@ other lengths rounds floats differently from a batch of one (about 1e-7), and no
 sampling draw falls on the other side of a token boundary and the sequence takes another path;
 that is valid audio, counted apart.
 
-Model: the default model when one is published (``llasa.tts.default_model_path``), else a
+Model: the default model when one is published (``llasa.defaults.default_model_path``), else a
 random one of ``--preset`` over the tiny codec. A random model rarely ends its speech, so
 every request runs to its text's token budget: that is the load measured.
 
@@ -20,7 +20,10 @@ audio_x_realtime, p50_ms / p95_ms (whole response), ttfa_ms / ttfa_p95_ms (first
 of the streamed responses), the same figures for one_at_a_time, and batched_speedup
 (batched throughput over one-at-a-time).
 
-Usage: python bench/serve.py [--requests 200] [--clients 32] [--max-batch 8] [--preset tiny]
+Usage: python bench/serve.py [--requests 200] [--clients 32] [--max-batch 8] [--preset tiny] [--quick]
+
+--quick: 8 requests from 4 clients, batches of up to 4, on a random tiny model (checks that the
+bench runs; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -60,11 +63,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def model_dirs(preset: str, root: Path) -> tuple[str, str, str]:
-    """(model, codec, label): the default model when one is published, else a random one."""
-    from llasa.tts import default_codec_path, default_model_path
+def model_dirs(preset: str, root: Path, *, random: bool = False) -> tuple[str, str, str]:
+    """(model, codec, label): the default model when one is published (and not ``random``), else a random one."""
+    from llasa.defaults import default_codec_path, default_model_path
 
-    if default_model_path() and default_codec_path():
+    if not random and default_model_path() and default_codec_path():
         return default_model_path(), default_codec_path(), str(default_model_path())
     from llasa.codec import Codec
     from llasa.lm.model import build_model, save
@@ -125,7 +128,7 @@ def samples(result: dict) -> np.ndarray | None:
     return wav if rate == 16000 and len(wav) % HOP == 0 else None
 
 
-def run_mode(model: str, codec: str, model_id: str, max_batch: int, args) -> tuple[dict, list[dict]]:
+def run_mode(model: str, codec: str, max_batch: int, args) -> tuple[dict, list[dict]]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, model, codec, str(max_batch), str(port), str(args.threads)],
                               env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
@@ -141,6 +144,7 @@ def run_mode(model: str, codec: str, model_id: str, max_batch: int, args) -> tup
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
             time.sleep(0.2)
+        model_id = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]  # the server names its model
         asyncio.run(load(url, model_id, min(args.clients, 4), min(args.clients, 4)))  # warm-up, not counted
         results, wall = asyncio.run(load(url, model_id, args.requests, args.clients))
     finally:
@@ -171,15 +175,19 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--preset", default="tiny", help="random model preset when no default model exists")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    parser.add_argument("--quick", action="store_true", help="a few requests on a random tiny model: seconds, for CI")
     args = parser.parse_args()
+    if args.quick:  # only the defaults change: sizes given on the command line still hold
+        parser.set_defaults(requests=8, clients=4, max_batch=4)
+        args = parser.parse_args()
 
     from llasa.tts import Synthesizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, codec, label = model_dirs(args.preset, Path(tmp))
-        model_id = Path(model).name if Path(model).exists() else model
-        batched, batched_results = run_mode(model, codec, model_id, args.max_batch, args)
-        single, single_results = run_mode(model, codec, model_id, 1, args)
+        # quick: a random tiny model keeps the server's load and every request short
+        model, codec, label = model_dirs(args.preset, Path(tmp), random=args.quick)
+        batched, batched_results = run_mode(model, codec, args.max_batch, args)
+        single, single_results = run_mode(model, codec, 1, args)
         synth = Synthesizer.from_pretrained(model, codec)
         budget = {t: synth.max_new_tokens(t) * HOP for t in TEXTS}
 
@@ -201,6 +209,7 @@ def main() -> None:
         "requests": args.requests,
         "clients": args.clients,
         "max_batch": args.max_batch,
+        "quick": args.quick,
         "lost": lost,
         "diverged": diverged,
         **{k: batched[k] for k in ("errors_5xx", "errors_4xx", "throughput", "audio_x_realtime", "p50_ms", "p95_ms",

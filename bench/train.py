@@ -4,7 +4,10 @@ against a plain loop over the same batches prepared in advance, same model and o
 Prints one JSON line: data_path_ratio = our tokens/s over the plain loop's (1.0 = the data
 path costs nothing; well below 1 means it is the bottleneck).
 
-    python bench/train.py [--preset tiny] [--steps 40] [--batch-size 8]
+    python bench/train.py [--preset tiny] [--steps 40] [--batch-size 8] [--quick]
+
+--quick: 4 steps of 2 one-second rows, one round (checks that the bench runs; its figures mean
+nothing).
 """
 
 from __future__ import annotations
@@ -60,7 +63,11 @@ def main() -> None:
     parser.add_argument("--codebook", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=4.0, help="audio per utterance")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a few short steps, one round: seconds, for CI")
     args = parser.parse_args()
+    if args.quick:  # only the defaults change: sizes given on the command line still hold
+        parser.set_defaults(steps=4, batch_size=2, seconds=1.0, rounds=1)
+        args = parser.parse_args()
     ours_runs, plain_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -94,7 +101,7 @@ def main() -> None:
     print(json.dumps({
         "bench": "train", "preset": args.preset, "batch_size": args.batch_size, "steps": args.steps,
         "ours_tokens_per_s": round(ours, 1), "plain_tokens_per_s": round(plain, 1),
-        "data_path_ratio": round(ratio, 3), "rounds": args.rounds,
+        "data_path_ratio": round(ratio, 3), "rounds": args.rounds, "quick": args.quick,
     }))
 
 

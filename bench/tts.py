@@ -6,7 +6,9 @@ separately. Where the synthesizer prefills prompts through an fp32 copy (a bf16 
 without bf16 arithmetic: ``llasa.lm.model.prefill_copy``), the prompt's prefill is also timed
 without it, in the same process: ``prefill_speedup``. Prints one JSON line:
 
-    python bench/tts.py [--runs 5] [--threads 2]
+    python bench/tts.py [--runs 5] [--threads 2] [--quick]
+
+--quick: one run of a four-word sentence (checks that the bench runs; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from llasa.defaults import default_codec_path, default_model_path, default_voice
 from llasa.tts import Synthesizer, Voice
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river."
+QUICK_SENTENCE = "The quick brown fox."
 
 
 def main() -> None:
@@ -30,14 +33,19 @@ def main() -> None:
     parser.add_argument("--codec", default=default_codec_path())
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--quick", action="store_true", help="one run of a short sentence: seconds, for CI")
     args = parser.parse_args()
+    if args.quick:  # only the defaults change: sizes given on the command line still hold
+        parser.set_defaults(runs=1)
+        args = parser.parse_args()
+    sentence = QUICK_SENTENCE if args.quick else SENTENCE
     if not (args.model and args.codec):
         parser.error("no built-in default model in this checkout: pass --model and --codec")
     torch.set_num_threads(args.threads)
     synth = Synthesizer.from_pretrained(args.model, args.codec)
     name = default_voice_name(args.model)
     voice = Voice.load(model_voices(args.model)[name]) if name else None
-    synth.tts(SENTENCE, voice, seed=0, progress=False)  # warm-up
+    synth.tts(sentence, voice, seed=0, progress=False)  # warm-up
     copied = synth.prefill_model is not None
     prefill = {"copy": 0.0, "plain": 0.0}
     if copied:
@@ -45,18 +53,18 @@ def main() -> None:
         for run in range(args.runs):
             for key, who in (("plain", plain), ("copy", synth)):
                 start = time.perf_counter()
-                who.decoder(SENTENCE, voice, seed=run)  # the prompt's prefill only
+                who.decoder(sentence, voice, seed=run)  # the prompt's prefill only
                 prefill[key] += time.perf_counter() - start
     lm_s = codec_s = audio_s = 0.0
     for run in range(args.runs):
         start = time.perf_counter()
-        codes = synth.decoder(SENTENCE, voice, seed=run).run()
+        codes = synth.decoder(sentence, voice, seed=run).run()
         mid = time.perf_counter()
         wav = synth.decode(codes, voice)[0]
         end = time.perf_counter()
         lm_s, codec_s, audio_s = lm_s + mid - start, codec_s + end - mid, audio_s + len(wav) / synth.sample_rate
     print(json.dumps({
-        "bench": "tts", "words": len(SENTENCE.split()), "runs": args.runs, "threads": args.threads,
+        "bench": "tts", "words": len(sentence.split()), "runs": args.runs, "threads": args.threads, "quick": args.quick,
         "voice": name, "audio_s_per_run": round(audio_s / args.runs, 3),
         "rtf": round((lm_s + codec_s) / max(audio_s, 1e-9), 4),
         "lm_rtf": round(lm_s / max(audio_s, 1e-9), 4), "codec_rtf": round(codec_s / max(audio_s, 1e-9), 4),
