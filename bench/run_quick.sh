@@ -7,6 +7,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
+# one OpenMP thread: on cores that other jobs share, torch's spinning threads made a quick run
+# several times slower (bench/tts.py: 10 s with one thread, 30 s with two); the figures of a
+# quick run mean nothing anyway
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 stderr=$(mktemp)
 trap 'rm -f "$stderr"' EXIT
 
