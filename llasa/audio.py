@@ -7,6 +7,7 @@ pinned CPU torch.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Union
@@ -129,6 +130,39 @@ def load(
         validate(wav, sr, source=source)
     wav = resample(wav, int(sr), sample_rate)
     return validate(wav, sample_rate, source=source, min_seconds=min_seconds, max_seconds=max_seconds)
+
+
+def check_writable(path: Union[str, Path], *, folder: bool = False, what: str = "output") -> Path:
+    """Fail before any work when ``path`` (a file, or with ``folder`` a directory) cannot be
+    written: it is the wrong kind of thing, a parent is a file, or a directory is read-only."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise ValueError(f"{what} '{path}' is a file; expected a folder")
+        if not folder and path.is_dir():
+            raise ValueError(f"{what} '{path}' is a directory; expected a file name")
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{what} '{path}' is not writable (permission denied)")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():  # the folders that do not exist yet are made when writing
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} '{path}': '{parent}' is a file, so no folder can be made in it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} '{path}': cannot write in '{parent}' (permission denied)")
+    return path
+
+
+def check_output(path: Union[str, Path], *, what: str = "output") -> Path:
+    """An audio file to write: writable (:func:`check_writable`), with a suffix that names a
+    format :func:`write` can write. Verbs call it before any work, not after minutes of synthesis."""
+    path = check_writable(path, what=what)
+    fmt = path.suffix[1:].upper()
+    if not fmt or fmt not in sf.available_formats() or sf.default_subtype(fmt) is None:
+        problem = f"'{path.suffix}' is not an audio format" if path.suffix else "no suffix to tell the audio format"
+        raise ValueError(f"{what} '{path}': {problem}; name the file .wav, .flac or .ogg")
+    return path
 
 
 def write(path: Union[str, Path], wav: np.ndarray, sample_rate: int = SAMPLE_RATE, format: str | None = None) -> Path:

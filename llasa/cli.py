@@ -27,24 +27,15 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
-def _whole_number(text: str, minimum: int, what: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    return _whole_number(text, 1, "at least 1")
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: a whole number >= 0."""
-    return _whole_number(text, 0, "0 or more")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,13 +25,19 @@ from llasa import audio as audio_io
 from llasa.lm import model as lm_model
 from llasa.lm.frontend import frontend_of
 from llasa.lm.prompt import check_text, join_voice_text, prompt_ids
-from llasa.lm.sampling import SamplingParams, SpeechDecoder
+from llasa.lm.sampling import SamplingParams, SpeechDecoder, check_seed, offset_seed
 from llasa.lm.vocab import SpeechVocab
 
 MIN_VOICE_SECONDS = 1.0
 # a voice may take at most about half the context (1000 of 2048 tokens at 50 Hz), leaving room to speak
 MAX_VOICE_SECONDS = 20.0
 MAX_CHUNK_CHARS = 300
+# the longest text one request speaks: OpenAI's limit for /v1/audio/speech, the server's
+# default and `llasa tts`'s (--max-chars): 4096 characters are ~14 chunks and minutes of speech
+MAX_INPUT_CHARS = 4096
+# candidates the CLI and the server sample side by side (n, or beams x continuations): every
+# row holds its own KV cache and logits, so memory grows with it (n=100000 asks for ~11 GB)
+MAX_CANDIDATES = 32
 VOICE_FORMAT = "llasa-voice"
 
 # Upper bounds on speaking time used to cap generation: slow speech runs ~8 characters/s in
@@ -212,6 +218,8 @@ class Synthesizer:
     def voice(self, audio: audio_io.AudioLike, text: str, *, name: str | None = None, source_rate: int | None = None) -> Voice:
         """Encode a reference clip once; pass the result to :meth:`tts` as often as needed."""
         max_seconds = min(MAX_VOICE_SECONDS, self.context_length // 2 / self.frame_rate)
+        if isinstance(text, str):
+            self.frontend.check(text, what="voice transcript")
         return Voice.from_audio(self.codec, audio, text, name=name, source_rate=source_rate, max_seconds=max_seconds)
 
     def _check_voice(self, voice: Voice | None) -> None:
@@ -258,6 +266,7 @@ class Synthesizer:
         """Chunks of whole sentences that each fit the context (prompt + speech budget) and
         ``max_chunk_chars``; a sentence too long on its own is cut at clauses, then words."""
         check_text(text, self.tokenizer)
+        self.frontend.check(text)
         chunks: list[str] = []
         for sentence in split_sentences(text):
             for piece in self._pieces(sentence, voice, max_chunk_chars):
@@ -355,11 +364,12 @@ class Synthesizer:
         """
         params = (self.sampling if params is None else params).but(temperature=temperature, top_p=top_p, top_k=top_k,
                                                                    repetition_penalty=repetition_penalty)  # fmt: skip
+        seed = check_seed(seed)
         self._check_voice(voice)
         chunks = self.split_text(text, voice, max_chunk_chars=max_chunk_chars)
         pieces: list[list[np.ndarray]] = []  # [chunk][candidate]
         for i, chunk in enumerate(tqdm(chunks, desc="chunks", unit="chunk", disable=not progress or len(chunks) < 2)):
-            chunk_seed = None if seed is None else seed + i
+            chunk_seed = offset_seed(seed, i)
             codes = self.decoder(chunk, voice, n=n, params=params, seed=chunk_seed).run(progress=progress)
             pieces.append(self.decode(codes, voice))
         candidates = [audio_io.crossfade_concat([p[j] for p in pieces], self.sample_rate) for j in range(n)]

@@ -16,12 +16,13 @@ def _codec(name: str):
     return Codec.from_pretrained(name)
 
 
-def refine_steps(args: argparse.Namespace, codec) -> int:
-    """``--refine-steps`` if given, else the codec's recommendation (`Codec.refine_steps`)."""
-    steps = codec.refine_steps if args.refine_steps is None else args.refine_steps
-    if steps < 0:
+def refine_steps(args: argparse.Namespace, codec=None) -> int | None:
+    """``--refine-steps`` if given, else the codec's recommendation (`Codec.refine_steps`);
+    without ``codec``, the flag alone is checked (before the codec loads)."""
+    steps = args.refine_steps
+    if steps is not None and steps < 0:
         raise ValueError(f"--refine-steps must be 0 or more, got {steps}")
-    return steps
+    return steps if steps is not None or codec is None else codec.refine_steps
 
 
 def add_refine_argument(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +32,11 @@ def add_refine_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from llasa.audio import load
+    from llasa.audio import check_writable, load
 
     name = codec_or_default(args.codec)
+    check_writable(args.output)
+    refine_steps(args)
     wav = load(args.input)
     codec = _codec(name)
     codes = codec.encode(wav, refine_steps=refine_steps(args, codec))
@@ -44,15 +47,19 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from llasa.audio import write
+    from llasa.audio import check_output, write
 
     name = codec_or_default(args.codec)
+    check_output(args.output)
     path = Path(args.input)
     if not path.is_file():
         raise FileNotFoundError(f"'{path}': no such codes file")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # np.load would take any other file for a pickle
+            raise ValueError(f"'{path}' is not a .npy file (write codes with `llasa codec encode` or numpy.save)")
     try:
         codes = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:  # an object array, or a file cut short
         raise ValueError(f"'{path}' is not a .npy array of codes ({exc})") from None
     codec = _codec(name)
     wav = codec.decode(codes.reshape(-1) if codes.ndim == 2 and 1 in codes.shape else codes)
@@ -62,9 +69,11 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _resynth(args: argparse.Namespace) -> int:
-    from llasa.audio import load, write
+    from llasa.audio import check_output, load, write
 
     name = codec_or_default(args.codec)
+    check_output(args.output)
+    refine_steps(args)
     wav = load(args.input)
     codec = _codec(name)
     codes = codec.encode(wav, refine_steps=refine_steps(args, codec))

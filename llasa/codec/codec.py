@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from transformers import Xcodec2Config, Xcodec2Model
 
 from llasa.audio import AudioError, validate
+from llasa.checkpoint import check_device
 from llasa.codec import loading
 from llasa.codec.configs import ConfigLike, codebook_size, get_config
 from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
@@ -163,6 +164,7 @@ class Codec:
         cls, name_or_path: str | Path, *, device="cpu", dtype: torch.dtype = torch.float32, semantic_bf16: bool = False
     ) -> "Codec":
         """Load a hub id or local directory, in transformers' layout or the original one."""
+        check_device(device)
         directory = loading.resolve(name_or_path)
         config, state = loading.read_checkpoint(directory)
         model = build_codec_model(config)

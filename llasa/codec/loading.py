@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import Xcodec2Config
 
+from llasa.checkpoint import check_files, download
+
 ORIGINAL_PREFIXES = ("semantic_model.", "SemanticEncoder_module.", "CodecEnc.", "generator.", "fc_prior.", "fc_post_a.")
 
 # (pattern, replacement), each applied in turn to every key; None drops the key. Buffers are
@@ -67,9 +69,7 @@ def resolve(name_or_path: str | Path) -> Path:
     name = str(name_or_path)
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"codec '{name}' is neither a local directory nor a hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors"]))
+    return download(name, what="codec", allow_patterns=["*.json", "*.safetensors"])
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -100,8 +100,13 @@ def read_config(directory: Path, *, original_layout: bool) -> Xcodec2Config:
             return Xcodec2Config()
         raise CheckpointError(f"no config.json in '{directory}' (needed for transformers-layout weights)")
     fields = json.loads(file.read_text())
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"'{file}' is not a codec config (expected a JSON object)")
     if "semantic_model_config" in fields or "downsampling_ratios" in fields:
-        return Xcodec2Config.from_dict(fields)
+        try:
+            return Xcodec2Config.from_dict(fields)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"'{file}' is not a valid Xcodec2Config ({' '.join(str(exc).split())})") from None
     # the original package's config (model_type "xcodec"/"xcodec2") names only three widths,
     # and its architecture is fixed at the released sizes
     official = {"semantic_hidden_size": 1024, "codec_encoder_hidden_size": 1024, "codec_decoder_hidden_size": 1024}
@@ -195,6 +200,7 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, sourc
 
 def read_checkpoint(directory: Path) -> tuple[Xcodec2Config, dict[str, torch.Tensor]]:
     """A checkpoint directory in either layout -> (config, Xcodec2Model state dict)."""
+    check_files(directory, what="codec")
     state = read_state_dict(directory)
     original = is_original_layout(state)
     config = read_config(directory, original_layout=original)

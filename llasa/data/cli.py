@@ -9,8 +9,10 @@ from pathlib import Path
 
 
 def _manifest(args: argparse.Namespace) -> int:
+    from llasa.audio import check_writable
     from llasa.data.manifest import add_durations, load_corpus, write_jsonl
 
+    check_writable(args.output)
     options = {"split": args.split} if args.format == "hf" and args.split else {}
     items = load_corpus(args.src, args.format, **options)
     if not args.no_durations:
@@ -23,8 +25,10 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from llasa.audio import check_writable
     from llasa.data.synth import synthesize_corpus
 
+    check_writable(args.out, folder=True, what="output folder")
     summary = synthesize_corpus(
         args.out, sentences=args.sentences, hours=args.hours, voices=args.voices, held_out=args.held_out,
         seed=args.seed, per_sentence=args.per_sentence, workers=args.workers, exclude=args.exclude or (),
@@ -45,11 +49,20 @@ def _device(args: argparse.Namespace) -> str:
 def _tokenize(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
+    from llasa.audio import check_writable
     from llasa.codec import Codec
+    from llasa.codec.cli import refine_steps
     from llasa.data.tokenize import distributed_rank, tokenize_manifest
+    from llasa.lm.frontend import Frontend
     from llasa.lm.vocab import build_tokenizer, has_token, speech_token
 
     rank, world_size = distributed_rank(args.rank, args.world_size)
+    # what can be checked without the codec is checked before it loads
+    if not Path(args.manifest).is_file():
+        raise FileNotFoundError(f"manifest '{args.manifest}': no such file")
+    check_writable(args.out, folder=True, what="output folder")
+    Frontend(args.frontend)
+    refine_steps(args)
     codec = Codec.from_pretrained(args.codec, device=_device(args))
     if args.tokenizer:
         tokenizer, tokenizer_name = AutoTokenizer.from_pretrained(args.tokenizer), str(args.tokenizer)
@@ -76,6 +89,7 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
+    from llasa.cli import positive_int
     from llasa.data.manifest import FORMATS
     from llasa.data.synth import VOICES
 
@@ -93,15 +107,15 @@ def add_commands(subparsers) -> None:
     p = verbs.add_parser("synth", help="make an offline multi-speaker English corpus with Debian's TTS voices")
     p.add_argument("out", help="output folder (resumes when it holds a stopped run with the same settings)")
     size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument("--sentences", type=int, help="distinct sentences")
+    size.add_argument("--sentences", type=positive_int, help="distinct sentences")
     size.add_argument("--hours", type=float, help="about this many hours of audio")
     p.add_argument("--voices", nargs="+", metavar="VOICE",
                    help=f"voices to use ('all' adds non-commercial ones); default: every installed permissive "
                         f"voice. Known: {', '.join(VOICES)}")
     p.add_argument("--held-out", nargs="+", metavar="VOICE", help="voices kept for the unseen-speaker test split")
-    p.add_argument("--per-sentence", type=int, default=3, help="seen voices speaking each sentence (default 3)")
+    p.add_argument("--per-sentence", type=positive_int, default=3, help="seen voices speaking each sentence (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, help="processes (default: one per CPU core)")
+    p.add_argument("--workers", type=positive_int, help="processes (default: one per CPU core)")
     p.add_argument("--exclude", nargs="+", metavar="CORPUS",
                    help="other corpora (folders or manifests) whose sentences this one must not say: "
                         "more data for a model trained on them, with no held-out sentence leaking into training")
@@ -113,8 +127,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--codec", required=True, help="codec directory or hub id")
     p.add_argument("--tokenizer", help="a Llasa tokenizer, or a Llama-3 one (its vocabulary is extended with the Llasa tokens);"
                    " default: the byte-level tokenizer for the codec")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=2048, help="row length; longer utterances are skipped")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--max-length", type=positive_int, default=2048, help="row length; longer utterances are skipped")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="encode by synthesis, N steps per batch (default 0: the encoder's own codes, which LM "
                         "prompts use; the codec's recommendation is for resynthesis)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 
 def _sizes(text: str) -> list[int]:
@@ -90,11 +92,22 @@ def _metrics(args):
 
 
 def _items(args):
+    from llasa.audio import check_writable
     from llasa.eval.lists import read_eval_list
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    check_writable(args.output, folder=True, what="--output")
     return read_eval_list(args.list)[: args.limit]
+
+
+def _exit_status(failed: int, items: int, results: Path, summary: Path) -> int:
+    """1 when items failed (their errors are in ``results``; the summary is written all the
+    same), so that scripts and CI notice; else 0."""
+    if not failed:
+        return 0
+    print(f"llasa eval: {failed} of {items} items failed (errors in {results}; summary in {summary})", file=sys.stderr)
+    return 1
 
 
 def _synth_and_params(args):
@@ -112,21 +125,24 @@ def _print_summary(summary) -> None:
 
 def run_eval_tts(args: argparse.Namespace) -> int:
     from llasa.eval.tts import evaluate_tts
-    from llasa.lm.cli import searcher_from_args
+    from llasa.lm.cli import check_generation_args, searcher_from_args
 
     if args.n is not None and args.search != "best-of-n":
         raise ValueError("-n is the candidate count of --search best-of-n")
     args.n = 8 if args.n is None else args.n
+    check_generation_args(args)
     items = _items(args)
     metrics = _metrics(args)
     searcher = searcher_from_args(args, verifier_cache=metrics.verifiers)
     synth, params = _synth_and_params(args)
     summary = evaluate_tts(synth, items, args.output, metrics=metrics, searcher=searcher, params=params, seed=args.seed)
     _print_summary(summary)
-    return 0
+    out = Path(args.output)
+    return _exit_status(summary["failed"], summary["items"], out / "results.jsonl", out / "summary.json")
 
 
 def run_eval_codec(args: argparse.Namespace) -> int:
+    from llasa.audio import check_writable
     from llasa.codec import Codec
     from llasa.codec.cli import refine_steps
     from llasa.defaults import codec_or_default
@@ -135,21 +151,29 @@ def run_eval_codec(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    check_writable(args.output, folder=True, what="--output")
+    refine_steps(args)
     items = load_corpus(args.list)[: args.limit]
     codec = Codec.from_pretrained(codec_or_default(args.codec), device=args.device)
     summary = evaluate_codec(codec, items, args.output, metrics=_metrics(args), refine_steps=refine_steps(args, codec))
     _print_summary(summary)
-    return 0
+    out = Path(args.output)
+    return _exit_status(summary["failed"], summary["items"], out / "results.jsonl", out / "summary.json")
 
 
 def run_eval_scaling(args: argparse.Namespace) -> int:
     from llasa.eval.scaling import evaluate_scaling
+    from llasa.lm.cli import check_generation_args
     from llasa.search import STRATEGIES
+    from llasa.tts import MAX_CANDIDATES
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ValueError(f"unknown strategies {unknown or args.strategies!r}; choose from {', '.join(STRATEGIES)}")
+    if max(args.sizes) > MAX_CANDIDATES:
+        raise ValueError(f"--sizes {max(args.sizes)}: at most {MAX_CANDIDATES} candidates are sampled side by side")
+    check_generation_args(args)
     items = _items(args)
     metrics = _metrics(args)
     synth, params = _synth_and_params(args)
@@ -158,7 +182,11 @@ def run_eval_scaling(args: argparse.Namespace) -> int:
                               seed=args.seed)  # fmt: skip
     for point in points:
         _print_summary(point)
-    return 0
+    # best-of-n points read off a larger run share its items: count the runs' own points only
+    runs = [p for p in points if "derived_from" not in p]
+    out = Path(args.output)
+    return _exit_status(sum(p["failed"] for p in runs), sum(p["items"] for p in runs), out / "*" / "results.jsonl",
+                        out / "scaling.json")  # fmt: skip
 
 
 def run_eval_train_scaling(args: argparse.Namespace) -> int:
@@ -168,10 +196,11 @@ def run_eval_train_scaling(args: argparse.Namespace) -> int:
     if args.list:
         from llasa.codec import Codec
         from llasa.defaults import codec_or_default
-        from llasa.lm.sampling import SamplingParams
+        from llasa.lm.sampling import SamplingParams, check_seed
 
+        params, seed = SamplingParams(temperature=args.temperature), check_seed(args.seed, name="--seed")
         kwargs = dict(items=_items(args), codec=Codec.from_pretrained(codec_or_default(args.codec), device=args.device),
-                      metrics=_metrics(args), params=SamplingParams(temperature=args.temperature), seed=args.seed)  # fmt: skip
+                      metrics=_metrics(args), params=params, seed=seed)  # fmt: skip
     elif args.limit is not None:
         raise ValueError("--limit applies to --list")
     curves = evaluate_train_scaling(args.runs, args.output, device=args.device, **kwargs)
@@ -179,4 +208,7 @@ def run_eval_train_scaling(args: argparse.Namespace) -> int:
         last = curve["points"][-1]
         _print_summary({"size": curve["label"], "params": curve["params"], "step": last["step"], "flops": last["flops"],
                         "eval_loss": last["eval_loss"], "wer": curve.get("wer"), "sim": curve.get("sim")})  # fmt: skip
-    return 0
+    measured = [c for c in curves if "failed" in c]
+    out = Path(args.output)
+    return _exit_status(sum(c["failed"] for c in measured), sum(c["items"] for c in measured), out / "*" / "results.jsonl",
+                        out / "train_scaling.json")  # fmt: skip

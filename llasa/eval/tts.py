@@ -23,7 +23,7 @@ from llasa import audio as audio_io
 from llasa.eval.lists import EvalItem
 from llasa.eval.metrics import Metrics
 from llasa.eval.report import ResultLog, as_original, mean, pooled_rate, write_summary
-from llasa.lm.sampling import SamplingParams
+from llasa.lm.sampling import SamplingParams, check_seed, offset_seed
 
 
 def evaluate_tts(
@@ -53,12 +53,13 @@ def evaluate_tts(
         if voiceless:
             raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} need a voice prompt, and "
                              f"{len(voiceless)} item(s) have none (first: {voiceless[0]})")  # fmt: skip
+    seed = check_seed(seed)
     params = synth.sampling if params is None else params
     outdir = Path(outdir)
     log = ResultLog(outdir)
     todo = [(i, item) for i, item in enumerate(items) if item.id not in log]
     for i, item in tqdm(todo, desc="eval tts", unit="item", disable=not progress):
-        log.append(_evaluate_item(synth, item, outdir, metrics, searcher, params, seed + i, nested))
+        log.append(_evaluate_item(synth, item, outdir, metrics, searcher, params, offset_seed(seed, i), nested))
     summary = summarize_tts(log.records([item.id for item in items]), metrics.metric)
     summary["strategy"] = searcher.strategy if searcher is not None else "sample"
     summary["sampling"] = ", ".join(f"{k} {v}" for k, v in asdict(params).items() if v is not None)

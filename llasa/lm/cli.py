@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def add_commands(subparsers) -> None:
+    from llasa.tts import MAX_CANDIDATES, MAX_INPUT_CHARS
+
     tts = subparsers.add_parser("tts", help="speak text into a wav file", description="Synthesise speech from text.")
     tts.add_argument("text", help="the text to speak (long text is split into sentences)")
     tts.add_argument("-o", "--output", required=True, help="output audio file (.wav, .flac, .ogg)")
@@ -16,9 +18,11 @@ def add_commands(subparsers) -> None:
     tts.add_argument("--voice", help="a named voice (`llasa voices`), a voice profile (.json) from `llasa voice create`, "
                      "or a reference clip to clone (with --voice-text); default: the model's own voice")
     tts.add_argument("--voice-text", help="transcript of the reference clip (required with a clip)")
-    tts.add_argument("--seed", type=int, help="random seed, for reproducible output")
-    tts.add_argument("-n", type=int, help="number of candidates (default 1); with n > 1 files are named OUT-0.wav, "
-                     "OUT-1.wav, ...; with --search best-of-n the number searched (default 8)")  # fmt: skip
+    tts.add_argument("--seed", type=int, help="random seed (0 to 2**64-1), for reproducible output")
+    tts.add_argument("-n", type=int, help=f"number of candidates (default 1, at most {MAX_CANDIDATES}); with n > 1 files "
+                     "are named OUT-0.wav, OUT-1.wav, ...; with --search best-of-n the number searched (default 8)")  # fmt: skip
+    tts.add_argument("--max-chars", type=int, default=MAX_INPUT_CHARS,
+                     help=f"longest text accepted (default {MAX_INPUT_CHARS}, as the server; 0 = no limit)")  # fmt: skip
     add_sampling_arguments(tts)
     tts.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     add_search_arguments(tts)
@@ -74,11 +78,28 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         "that counts as repeating (default: the model's, else 0.1)")  # fmt: skip
 
 
-def sampling_from_args(args: argparse.Namespace, synth):
-    """The synthesizer's model's sampling, with the flags that were given."""
+def sampling_from_args(args: argparse.Namespace, synth=None):
+    """The synthesizer's model's sampling, with the flags that were given; without ``synth``, the
+    official sampling with those flags (checks the flags before a model is loaded)."""
     from llasa.lm.sampling import SamplingParams
 
-    return synth.sampling.but(**{name: getattr(args, name) for name in SamplingParams.names()})
+    base = SamplingParams() if synth is None else synth.sampling
+    return base.but(**{name: getattr(args, name) for name in SamplingParams.names()})
+
+
+def check_generation_args(args: argparse.Namespace) -> None:
+    """-n (where the verb has it), --seed and the sampling flags, before any model loads. -n is at
+    most :data:`llasa.tts.MAX_CANDIDATES`, the server's limit too (beam search's rows are checked by its Searcher)."""
+    from llasa.lm.sampling import check_seed
+    from llasa.tts import MAX_CANDIDATES
+
+    n = getattr(args, "n", None)
+    if n is not None and n < 1:
+        raise ValueError(f"-n must be at least 1, got {n}")
+    if n is not None and n > MAX_CANDIDATES:
+        raise ValueError(f"-n {n}: at most {MAX_CANDIDATES} candidates are sampled side by side")
+    check_seed(args.seed, name="--seed")
+    sampling_from_args(args)
 
 
 def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None = None):
@@ -93,6 +114,7 @@ def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None 
             raise ValueError(f"{', '.join(given)} needs --search")
         return None
     from llasa.search import Searcher
+    from llasa.tts import MAX_CANDIDATES
 
     if args.search == "best-of-n":
         given = [flag for flag, value in beam_flags.items() if value is not None]
@@ -103,6 +125,7 @@ def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None 
     options = {name: {"model": model} for name, model in (("wer", args.wer_model), ("sim", args.sim_model)) if model}
     return Searcher(
         args.search,
+        max_rows=MAX_CANDIDATES,
         verifiers=args.verifier,
         final_verifiers=args.final_verifier,
         n=args.n,
@@ -117,30 +140,39 @@ def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None 
 def run_tts(args: argparse.Namespace) -> int:
     from llasa import audio
     from llasa.defaults import codec_or_default, model_or_default
-    from llasa.tts import Synthesizer
+    from llasa.lm.prompt import check_text
+    from llasa.tts import MIN_VOICE_SECONDS, Synthesizer
 
     model, codec = model_or_default(args.model), codec_or_default(args.codec)
+    check_text(args.text)
+    if args.max_chars < 0:
+        raise ValueError(f"--max-chars must be 0 (no limit) or more, got {args.max_chars}")
+    if args.max_chars and len(args.text) > args.max_chars:
+        raise ValueError(f"the text is {len(args.text)} characters; the limit is {args.max_chars} (raise it with "
+                         "--max-chars N, or --max-chars 0 for none)")  # fmt: skip
     if args.n is not None and args.search not in (None, "best-of-n"):
         raise ValueError(f"-n is the candidate count of best-of-n; --search {args.search} uses --beam-width and --expand")
     if args.n is None:
         args.n = 8 if args.search == "best-of-n" else 1
-    if args.n < 1:
-        raise ValueError(f"-n must be at least 1, got {args.n}")
+    check_generation_args(args)
     if args.voice_text and not args.voice:
         raise ValueError("--voice-text needs --voice (the clip it transcribes)")
-    searcher = searcher_from_args(args)
-    if args.scores and searcher is None:
+    # a clip to clone is read before the model loads, so a bad clip fails at once
+    clip = audio.load(args.voice, min_seconds=MIN_VOICE_SECONDS) if args.voice and args.voice_text is not None else None
+    if args.scores and args.search is None:
         raise ValueError("--scores needs --search (it writes the candidates' verifier scores)")
+    output = audio.check_output(args.output)
+    # a named voice or a profile is found before the model loads; a clip is encoded after it
+    voice = resolve_voice(args.voice, args.voice_text, None, model) if clip is None else None
+    searcher = searcher_from_args(args)
     synth = Synthesizer.from_pretrained(model, codec, device=args.device)
-    voice = resolve_voice(args.voice, args.voice_text, synth, model)
+    if clip is not None:
+        voice = synth.voice(clip, args.voice_text, name=Path(args.voice).stem, source_rate=audio.SAMPLE_RATE)
     if searcher is not None and searcher.voice_verifiers and voice is None:
         raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
-    output = Path(args.output)
     params = sampling_from_args(args, synth)
     if searcher is not None:
-        clip_given = args.voice is not None and args.voice_text is not None
-        prompt_audio = audio.load(args.voice) if clip_given else None
-        found = searcher(synth, args.text, voice, prompt_audio=prompt_audio, language=args.language, params=params,
+        found = searcher(synth, args.text, voice, prompt_audio=clip, language=args.language, params=params,
                          seed=args.seed, progress=True)  # fmt: skip
         print(audio.write(output, found.audio, synth.sample_rate))
         if args.scores:
@@ -196,12 +228,19 @@ def run_voices(args: argparse.Namespace) -> int:
 
 
 def run_voice_create(args: argparse.Namespace) -> int:
+    from llasa import audio
     from llasa.codec import Codec
     from llasa.defaults import codec_or_default
-    from llasa.tts import Voice
+    from llasa.lm.prompt import check_text
+    from llasa.tts import MIN_VOICE_SECONDS, Voice
 
-    codec = Codec.from_pretrained(codec_or_default(args.codec))
-    voice = Voice.from_audio(codec, args.audio, args.text, name=args.name)
+    name = codec_or_default(args.codec)
+    check_text(args.text, what="--text (the clip's transcript)")
+    audio.check_writable(args.output)
+    # the clip is read before the codec loads, so a bad clip fails at once
+    wav = audio.load(args.audio, min_seconds=MIN_VOICE_SECONDS)
+    codec = Codec.from_pretrained(name)
+    voice = Voice.from_audio(codec, wav, args.text, name=args.name or Path(args.audio).stem, source_rate=audio.SAMPLE_RATE)
     path = voice.save(args.output)
     print(f"{path}: voice '{voice.name}', {voice.seconds:.1f} s, {len(voice.codes)} codes")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from llasa.checkpoint import check_device, check_files, download
 from llasa.lm.vocab import SpeechVocab
 
 CONTEXT_LENGTH = 2048  # the official models were trained on 2048-token rows (spec §2.5)
@@ -99,28 +100,33 @@ def resolve(name_or_path: str | Path) -> Path:
         return path
     if path.exists():
         raise ValueError(f"'{name_or_path}' is a file; expected a model directory or a hub id like HKUSTAudio/Llasa-1B")
-    if str(name_or_path).count("/") != 1:
+    if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/", "~")):
         raise ValueError(f"'{name_or_path}': no such directory, and not a hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    return Path(
-        snapshot_download(
-            str(name_or_path), allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.txt"]
-        )
-    )
+    return download(str(name_or_path), what="model", allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.txt"])
 
 
 def load(
     name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | str = "auto"
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
     """Load a Llasa checkpoint (HKUSTAudio/Llasa-1B/3B/8B, or a directory we saved) and its tokenizer."""
+    check_device(device)
     path = resolve(name_or_path)
     if not (path / "config.json").exists():
         raise ValueError(f"'{path}' has no config.json; is it a model directory?")
-    config = LlamaConfig.from_pretrained(path)
+    if not any(path.glob("*.safetensors")):
+        raise ValueError(f"model '{path}' has no *.safetensors weights")
+    check_files(path, what="model")
+    try:
+        config = LlamaConfig.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # valid JSON, but not a config transformers can read
+        raise ValueError(f"model '{path}': config.json is not a model config ({' '.join(str(exc).split())})") from None
     if config.model_type != "llama":
         raise ValueError(f"'{path}' holds a {config.model_type!r} model; Llasa is a Llama (LlamaForCausalLM)")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # tokenizers' Rust parser raises bare Exceptions for a malformed tokenizer.json
+        raise ValueError(f"model '{path}': its tokenizer (tokenizer.json, tokenizer_config.json) cannot be loaded: "
+                         f"{type(exc).__name__} {' '.join(str(exc).split())}") from None  # fmt: skip
     model, info = LlamaForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
     if "lm_head.weight" in info["missing_keys"] and not config.tie_word_embeddings:
         # A checkpoint without an output matrix can only mean the embedding serves as one;

@@ -223,7 +223,7 @@ class SpeechDecoder:
         self.prompt_length = len(prompt_ids)
         device = model.get_input_embeddings().weight.device
         self.device = device
-        self.seed = None if seed is None else int(seed)
+        self.seed = check_seed(seed)
         self._streams = n  # row streams created so far; a new stream's index
         self._generators = [self._generator(r) for r in range(n)]
         self._weight = model.get_output_embeddings().weight
@@ -382,6 +382,26 @@ def speech_logits(hidden: torch.Tensor, weight: torch.Tensor, vocab: SpeechVocab
     speech = F.linear(hidden, weight[offset : offset + size])
     end = F.linear(hidden, weight[vocab.sge_id : vocab.sge_id + 1])
     return torch.cat([speech, end], dim=-1).float()
+
+
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes the unsigned 64-bit seeds [0, 2**64)
+
+
+def check_seed(seed, *, name: str = "seed") -> int | None:
+    """``seed`` as an int (None stays None); a ValueError naming ``name`` when torch could not use it."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number from 0 to 2**64-1, got {seed!r}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must be from 0 to 2**64-1 ({SEED_LIMIT - 1}), got {seed}")
+    return int(seed)
+
+
+def offset_seed(seed: int | None, offset: int) -> int | None:
+    """The seed of chunk (or item) ``offset`` of a run seeded with ``seed``: ``seed + offset``,
+    wrapped so that every valid seed gives valid seeds for all its chunks."""
+    return None if seed is None else (int(seed) + int(offset)) % SEED_LIMIT
 
 
 def row_seed(seed: int, row: int) -> int:

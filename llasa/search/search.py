@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
-from llasa.lm.sampling import SamplingParams
+from llasa.lm.sampling import SamplingParams, check_seed, offset_seed
 from llasa.verify import CombinedVerifier, Score, Verifier, VerifyRequest, get_verifier, parse_weights
 
 STRATEGIES = ("best-of-n", "beam", "prm-sim+orm-wer")
@@ -161,6 +161,7 @@ class Searcher:
     ``verifier_options``: constructor kwargs by verifier name, e.g. {"wer": {"model": whisper_dir}}.
     ``verifier_cache``: verifiers by name to use (and add to) instead of building new ones, so that
     several searchers, or a search and an evaluation, load each model once.
+    ``max_rows``: the most rows (:attr:`rows`) this searcher may decode side by side; None: no cap.
     """
 
     def __init__(
@@ -177,6 +178,7 @@ class Searcher:
         normalize: str = "zscore",
         verifier_options: Mapping[str, dict] | None = None,
         verifier_cache: dict[str, Verifier] | None = None,
+        max_rows: int | None = None,
     ):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown search strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -194,6 +196,10 @@ class Searcher:
             raise ValueError(f"max_tokens must be at least 1 (or None for no cap), got {max_tokens}")
         self.strategy = strategy
         self.n, self.beam_width, self.expand, self.step_tokens = int(n), int(beam_width), int(expand), int(step_tokens)
+        if max_rows is not None and self.rows > max_rows:
+            # before the verifiers load: a request for too many rows fails at once
+            shape = f"beam_width {self.beam_width} x expand {self.expand}" if self.beam else f"n={self.n}"
+            raise ValueError(f"a search of {self.rows} candidates ({shape}) exceeds the limit of {max_rows}")
         self.max_tokens = max_tokens
         self._options = dict(verifier_options or {})
         # shared by the PRM and ORM, so each model loads once
@@ -271,6 +277,7 @@ class Searcher:
         progress: bool = False,
     ) -> SearchResult:
         """Search for the best rendering of ``text`` (in ``voice``) with ``synth`` (a Synthesizer)."""
+        seed = check_seed(seed)
         if self.voice_verifiers and voice is None and prompt_audio is None:
             raise ValueError(
                 f"verifier(s) {', '.join(self.voice_verifiers)} compare with a voice prompt, and none was given: "
@@ -291,7 +298,7 @@ class Searcher:
             request = VerifyRequest(
                 text=chunk, prompt_audio=prompt_audio, prompt_text=voice.text if voice is not None else None, language=language
             )
-            chunk_seed = None if seed is None else seed + i
+            chunk_seed = offset_seed(seed, i)
             run = _Run(self, synth, voice, request, share, spent, progress)
             decoder = synth.decoder(chunk, voice, n=self.rows, params=params, seed=chunk_seed)
             results.append(run.beam(decoder) if self.beam else run.best_of_n(decoder))

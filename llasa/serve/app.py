@@ -45,10 +45,10 @@ from starlette.exceptions import HTTPException
 
 from llasa import audio as audio_io
 from llasa.codec.streaming import StreamingDecoder
-from llasa.lm.sampling import SamplingParams
+from llasa.lm.sampling import SamplingParams, check_seed
 from llasa.serve.scheduler import ChunkEnd, Codes, Done, Failed, Job, QueueFull, Scheduler
 from llasa.serve.voices import VoiceStore
-from llasa.tts import MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, Synthesizer, Voice
+from llasa.tts import MAX_CANDIDATES, MAX_INPUT_CHARS, MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, Synthesizer, Voice
 
 log = logging.getLogger("llasa.serve")
 
@@ -62,11 +62,11 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
 
 @dataclass(frozen=True)
 class Limits:
-    max_input_chars: int = 4096  # OpenAI's limit for /v1/audio/speech
+    max_input_chars: int = MAX_INPUT_CHARS
     max_upload_bytes: int = 10 * 2**20  # a 20 s clip is 640 kB as 16-bit wav at 16 kHz; 10 MiB allows 48 kHz stereo
     max_clip_seconds: float = MAX_VOICE_SECONDS
     timeout: float = 120.0  # seconds from arrival to the last code, queueing included
-    max_search_rows: int = 32  # candidates (n, or beam_width x expand) one search may decode side by side
+    max_search_rows: int = MAX_CANDIDATES  # candidates (n, or beam_width x expand) one search may decode side by side
     search_queue: int = 4  # searches that may wait for the one running; more get 429
 
 
@@ -316,6 +316,7 @@ def create_app(
         voice = _voice(voices, "default" if voice_id is None else str(voice_id)).voice
         try:
             params = synth.sampling.but(**{name: getattr(body, name) for name in SamplingParams.names()})
+            check_seed(body.seed)
             chunks = synth.split_text(body.input, voice)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
@@ -353,11 +354,9 @@ async def _search(searches: SearchRunner, synth, text, voice, settings: dict, pa
     except ImportError as exc:
         raise HTTPException(400, f"search not available: {exc}") from None
     try:
-        searcher = Searcher(**settings, verifier_cache=searches.verifier_cache)
+        searcher = Searcher(**settings, verifier_cache=searches.verifier_cache, max_rows=limits.max_search_rows)
     except (ValueError, KeyError, ImportError) as exc:
         raise HTTPException(400, f"search: {exc.args[0] if exc.args else exc}") from None
-    if searcher.rows > limits.max_search_rows:
-        raise HTTPException(400, f"a search of {searcher.rows} candidates exceeds this server's limit of {limits.max_search_rows}")
     return await searches.run(lambda: searcher(synth, text, voice, params=params, seed=seed).audio, limits.timeout)
 
 

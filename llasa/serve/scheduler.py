@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LlamaForCausalLM
 
 from llasa.lm.model import CONTEXT_LENGTH
-from llasa.lm.sampling import Sampler, SamplingParams, prefill, speech_logits
+from llasa.lm.sampling import Sampler, SamplingParams, check_seed, offset_seed, prefill, speech_logits
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
 
 log = logging.getLogger("llasa.serve")
@@ -88,7 +88,7 @@ class Job:
         # codes before the end token may be sampled (Synthesizer.min_new_tokens), per chunk
         self.minimums = [int(m) for m in minimums] if minimums is not None else [0] * len(budgets)
         self.params = params
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.events: asyncio.Queue = asyncio.Queue()
@@ -108,7 +108,7 @@ class Job:
 
     def chunk_seed(self) -> int | None:
         # as Synthesizer.tts seeds its chunks, so the server reproduces the library
-        return None if self.seed is None else self.seed + self.chunk
+        return offset_seed(self.seed, self.chunk)
 
 
 @dataclass
