@@ -54,7 +54,7 @@ def main() -> None:
         args = parser.parse_args()
     torch.set_num_threads(args.threads)
     codec = Codec.from_pretrained(codec_or_default(args.codec))
-    steps = codec.refine_steps if args.steps is None else args.steps
+    steps = codec.resolve_refine_steps(args.steps)
     if steps < 1:
         parser.error("the codec recommends no refinement: give --steps")
     if args.audio:

@@ -41,7 +41,7 @@ import torch
 
 from llasa.audio import SAMPLE_RATE, load
 from llasa.defaults import default_codec_path, default_model_path, default_voice_name
-from llasa.lm.cli import resolve_voice
+from llasa.search.cli import resolve_voice
 from llasa.tts import Synthesizer
 from llasa.verify.text import units
 from llasa.verify.wer import PocketSphinxASR

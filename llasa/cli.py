@@ -1,7 +1,9 @@
 """The `llasa` command: one verb per concern, each a thin layer over a library call.
 
-Each concern registers its own verbs through ``add_commands(subparsers)`` in its ``cli``
+Each layer registers the verbs that drive it through ``add_commands(subparsers)`` in its ``cli``
 module; a verb's handler receives the parsed ``argparse.Namespace`` and returns an exit code.
+Argument types and flags that several verbs share are in `llasa.cli_args` (and, for speech
+generation, `llasa.search.cli_args`), never borrowed from another verb's module.
 """
 
 from __future__ import annotations
@@ -10,32 +12,18 @@ import argparse
 import importlib
 import sys
 
+from llasa.cli_args import CLIError
 from llasa.extras import MissingExtra
 
 # modules that define `add_commands(subparsers)`; imported lazily so `llasa --help` is fast
 COMMAND_MODULES = [
-    "llasa.lm.cli",
+    "llasa.search.cli",
     "llasa.codec.cli",
     "llasa.data.cli",
     "llasa.train.cli",
     "llasa.eval.cli",
     "llasa.serve.cli",
 ]
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

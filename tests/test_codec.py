@@ -453,7 +453,8 @@ def test_cli_refines_as_the_codec_recommends_unless_told(saved, tmp_path, capsys
     loaded, wav = Codec.from_pretrained(recommends), load(wav_path)
     refined, plain = np.load(tmp_path / "refined.npy"), np.load(tmp_path / "plain.npy")
     assert np.array_equal(plain, loaded.encode(wav)) and np.array_equal(refined, loaded.encode(wav, refine_steps=8))
+    assert np.array_equal(refined, loaded.encode(wav, refine_steps=None))  # None: the recommendation
     assert not np.array_equal(refined, plain)
-    assert cli_main(base + [str(tmp_path / "bad.npy"), "--refine-steps", "-2"]) == 2
-    assert cli_main(base + [str(tmp_path / "bad.npy"), "--refine-steps", "-2"]) == 2
-    assert "--refine-steps must be 0 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli_main(base + [str(tmp_path / "bad.npy"), "--refine-steps", "-2"])
+    assert exited.value.code == 2 and "--refine-steps: must be 0 or more" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from llasa.lm.cli import add_commands
+from llasa.search.cli import add_commands
 from llasa.lm.model import save
 from llasa.search import Searcher, search
 from llasa.tts import Synthesizer

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from llasa.audio import AudioError
-from llasa.lm.cli import add_commands
+from llasa.search.cli import add_commands
 import llasa.train.precision
 from llasa.lm.model import build_model, save
 from llasa.lm.prompt import memmap_row, training_example

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llasa.cli_args import add_refine_argument
 from llasa.defaults import codec_or_default
 
 
@@ -16,30 +17,14 @@ def _codec(name: str):
     return Codec.from_pretrained(name)
 
 
-def refine_steps(args: argparse.Namespace, codec=None) -> int | None:
-    """``--refine-steps`` if given, else the codec's recommendation (`Codec.refine_steps`);
-    without ``codec``, the flag alone is checked (before the codec loads)."""
-    steps = args.refine_steps
-    if steps is not None and steps < 0:
-        raise ValueError(f"--refine-steps must be 0 or more, got {steps}")
-    return steps if steps is not None or codec is None else codec.refine_steps
-
-
-def add_refine_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--refine-steps", type=int,
-                        help="analysis-by-synthesis encoding: tune the codes through the decoder for N steps "
-                             "(default: the codec's recommendation, 0 for the released checkpoints)")  # fmt: skip
-
-
 def _encode(args: argparse.Namespace) -> int:
     from llasa.audio import check_writable, load
 
     name = codec_or_default(args.codec)
     check_writable(args.output)
-    refine_steps(args)
     wav = load(args.input)
     codec = _codec(name)
-    codes = codec.encode(wav, refine_steps=refine_steps(args, codec))
+    codes = codec.encode(wav, refine_steps=args.refine_steps)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, codes)
     print(f"{args.output}: {len(codes)} codes ({len(wav) / 16000:.2f} s of audio)")
@@ -73,10 +58,9 @@ def _resynth(args: argparse.Namespace) -> int:
 
     name = codec_or_default(args.codec)
     check_output(args.output)
-    refine_steps(args)
     wav = load(args.input)
     codec = _codec(name)
-    codes = codec.encode(wav, refine_steps=refine_steps(args, codec))
+    codes = codec.encode(wav, refine_steps=args.refine_steps)
     write(args.output, codec.decode(codes)[: len(wav)], codec.sample_rate)
     print(f"{args.output}: resynthesised through {len(codes)} codes")
     return 0

@@ -14,28 +14,11 @@ from transformers import Xcodec2Config, Xcodec2Model
 from llasa.audio import AudioError, validate
 from llasa.checkpoint import check_device
 from llasa.codec import loading
-from llasa.codec.configs import ConfigLike, codebook_size, get_config
+from llasa.codec.configs import ConfigLike, as_codes, codebook_size, get_config
 from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
 from llasa.codec.mel_encoder import build_codec_model
 from llasa.codec.refine import DEFAULT_LR, quantizer_inputs, refine_codes
-
-
-def as_codes(codes, codebook: int, *, what: str = "codes") -> np.ndarray:
-    """Validate one sequence of codes -> 1-D int64 array, with errors that name the problem."""
-    if isinstance(codes, torch.Tensor):
-        codes = codes.detach().cpu().numpy()
-    array = np.asarray(codes)
-    if array.ndim != 1:
-        raise ValueError(f"{what}: expected a 1-D sequence of codes, got shape {array.shape}")
-    if array.size == 0:
-        raise ValueError(f"{what}: no codes to decode (empty sequence)")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{what}: codes must be integers, got dtype {array.dtype}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= codebook:
-        bad = low if low < 0 else high
-        raise ValueError(f"{what}: code {bad} is outside the codebook of {codebook} codes (valid: 0..{codebook - 1})")
-    return array.astype(np.int64, copy=False)
+from llasa.codec.streaming import StreamingDecoder
 
 
 def _as_waveform(wav, what: str) -> np.ndarray:
@@ -101,8 +84,9 @@ class Codec:
     `refine_steps`, `refine_lr` and `refine_cepstral` (the weight of the cepstral distance in its
     objective) are the analysis-by-synthesis encoding (`llasa.codec.refine`)
     this codec recommends for resynthesis: `llasa_encode` in its config.json, else 0 steps (the
-    released checkpoints recommend none). `encode` refines only when asked (`refine_steps=`);
-    the `llasa codec` verbs and `llasa eval codec` ask for the recommendation.
+    released checkpoints recommend none). `encode` refines only when asked: ``refine_steps=None``
+    takes the recommendation (as the `llasa codec` verbs and `llasa eval codec` do unless told),
+    a number that many steps.
     """
 
     def __init__(
@@ -181,15 +165,26 @@ class Codec:
         """Codes for `num_samples` of audio: the official padding always adds a frame."""
         return num_samples // self.hop_length + 1
 
+    def resolve_refine_steps(self, refine_steps: int | None) -> int:
+        """The refinement steps an encode takes: ``refine_steps``, or for None this codec's
+        recommendation (`self.refine_steps`)."""
+        steps = self.refine_steps if refine_steps is None else refine_steps
+        if steps < 0:
+            raise ValueError(f"refine_steps must be 0 or more, got {steps}")
+        return steps
+
     @torch.no_grad()  # not inference_mode: refinement needs autograd on the encoder's output
-    def encode(self, wavs, *, batch_size: int = 8, refine_steps: int = 0):
+    def encode(self, wavs, *, batch_size: int = 8, refine_steps: int | None = 0):
         """1-D float 16 kHz audio -> 1-D int64 codes (N // 320 + 1 of them); a list -> a list.
 
         ``refine_steps`` > 0 tunes the codes by synthesis (`llasa.codec.refine`, that many Adam
         steps at ``self.refine_lr`` through the decoder): codes the decoder renders closer to
-        the input, for as many decoder passes forward and back. 0 by default: refinement is
-        for resynthesis, while an LM's training codes (and so its prompts) are the encoder's own.
+        the input, for as many decoder passes forward and back. None takes the codec's
+        recommendation (`resolve_refine_steps`). 0, the default, is the encoder's own codes: an
+        LM is trained on those (`llasa data tokenize` shards) and so prompted with them (voice
+        profiles), while refinement is for resynthesis.
         """
+        refine_steps = self.resolve_refine_steps(refine_steps)
         batch = _is_batch(wavs)
         items = list(wavs) if batch else [wavs]
         if batch_size < 1:
@@ -251,8 +246,6 @@ class Codec:
         See `llasa.codec.streaming.StreamingDecoder` for how chunks are cut and joined, and for
         ``context`` (codes heard before the stream, e.g. a cloned voice's, never emitted).
         """
-        from llasa.codec.streaming import StreamingDecoder
-
         decoder = StreamingDecoder(
             self, chunk_tokens=chunk_tokens, left_context=left_context, lookahead=lookahead, context=context
         )

@@ -2,6 +2,7 @@
 
 The codebook (`quantization_levels`, FSQ levels per dimension) is part of the config: the
 number of codes is their product, and a smaller codebook makes the LM's output layer cheaper.
+`as_codes` checks codes against it, for batched and streaming decoding alike.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Union
 
+import numpy as np
+import torch
 from transformers import Wav2Vec2BertConfig, Xcodec2Config
 
 ConfigLike = Union[str, dict, Xcodec2Config]
@@ -78,3 +81,21 @@ def get_config(config: ConfigLike) -> Xcodec2Config:
 
 def codebook_size(config: Xcodec2Config) -> int:
     return math.prod(config.quantization_levels)
+
+
+def as_codes(codes, codebook: int, *, what: str = "codes") -> np.ndarray:
+    """Validate one sequence of codes -> 1-D int64 array, with errors that name the problem."""
+    if isinstance(codes, torch.Tensor):
+        codes = codes.detach().cpu().numpy()
+    array = np.asarray(codes)
+    if array.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D sequence of codes, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{what}: no codes to decode (empty sequence)")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{what}: codes must be integers, got dtype {array.dtype}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= codebook:
+        bad = low if low < 0 else high
+        raise ValueError(f"{what}: code {bad} is outside the codebook of {codebook} codes (valid: 0..{codebook - 1})")
+    return array.astype(np.int64, copy=False)

@@ -14,16 +14,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llasa.codec.codec import Codec, as_codes
+from llasa.codec.configs import as_codes
 
 
 class StreamingDecoder:
     """`push` codes as they arrive, receive finished audio chunks; `flush` at the end."""
 
-    def __init__(
-        self, codec: Codec, *, chunk_tokens: int = 25, left_context: int = 150, lookahead: int = 4, context=None
-    ):
-        """``context``: codes that precede every stream (a cloned voice's codes, as :meth:`Synthesizer.decode`
+    def __init__(self, codec, *, chunk_tokens: int = 25, left_context: int = 150, lookahead: int = 4, context=None):
+        """``codec``: a `llasa.codec.Codec`, taken as given rather than imported, since
+        `Codec.stream_decode` builds on this module.
+        ``context``: codes that precede every stream (a cloned voice's codes, as :meth:`Synthesizer.decode`
         puts them before each chunk), decoded as left context of the first chunks and never emitted."""
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")

@@ -51,7 +51,6 @@ def _tokenize(args: argparse.Namespace) -> int:
 
     from llasa.audio import check_writable
     from llasa.codec import Codec
-    from llasa.codec.cli import refine_steps
     from llasa.data.tokenize import distributed_rank, tokenize_manifest
     from llasa.lm.frontend import Frontend
     from llasa.lm.vocab import build_tokenizer, has_token, speech_token
@@ -62,7 +61,6 @@ def _tokenize(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"manifest '{args.manifest}': no such file")
     check_writable(args.out, folder=True, what="output folder")
     Frontend(args.frontend)
-    refine_steps(args)
     codec = Codec.from_pretrained(args.codec, device=_device(args))
     if args.tokenizer:
         tokenizer, tokenizer_name = AutoTokenizer.from_pretrained(args.tokenizer), str(args.tokenizer)
@@ -89,7 +87,7 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers) -> None:
-    from llasa.cli import positive_int
+    from llasa.cli_args import non_negative_int, positive_int
     from llasa.data.manifest import FORMATS
     from llasa.data.synth import VOICES
 
@@ -129,7 +127,7 @@ def add_commands(subparsers) -> None:
                    " default: the byte-level tokenizer for the codec")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--max-length", type=positive_int, default=2048, help="row length; longer utterances are skipped")
-    p.add_argument("--refine-steps", type=int, default=0,
+    p.add_argument("--refine-steps", type=non_negative_int, default=0,
                    help="encode by synthesis, N steps per batch (default 0: the encoder's own codes, which LM "
                         "prompts use; the codec's recommendation is for resynthesis)")
     p.add_argument("--text-field", default="text", help="the manifest field to read ('normalized' for spelled-out text)")

@@ -7,6 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+from llasa.cli_args import add_refine_argument
+from llasa.search.cli_args import (
+    add_sampling_arguments,
+    add_search_arguments,
+    check_generation_args,
+    sampling_from_args,
+    searcher_from_args,
+)
+
 
 def _sizes(text: str) -> list[int]:
     try:
@@ -29,8 +38,6 @@ def _common(parser: argparse.ArgumentParser, *, synthesis: bool) -> None:
     if synthesis:
         parser.add_argument("--model", help="Llasa model: hub id or local directory (default: the built-in one)")
         parser.add_argument("--seed", type=int, default=0, help="item i is sampled with seed + i (default 0)")
-        from llasa.lm.cli import add_sampling_arguments
-
         add_sampling_arguments(parser)
 
 
@@ -41,9 +48,6 @@ def _metric_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers) -> None:
-    from llasa.codec.cli import add_refine_argument
-    from llasa.lm.cli import add_search_arguments
-
     parser = subparsers.add_parser("eval", help="benchmarks: TTS lists, codec resynthesis, inference-time scaling",
                                    description="Evaluate models on benchmark lists.")  # fmt: skip
     sub = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
@@ -112,7 +116,6 @@ def _exit_status(failed: int, items: int, results: Path, summary: Path) -> int:
 
 def _synth_and_params(args):
     from llasa.defaults import codec_or_default, model_or_default
-    from llasa.lm.cli import sampling_from_args
     from llasa.tts import Synthesizer
 
     synth = Synthesizer.from_pretrained(model_or_default(args.model), codec_or_default(args.codec), device=args.device)
@@ -125,7 +128,6 @@ def _print_summary(summary) -> None:
 
 def run_eval_tts(args: argparse.Namespace) -> int:
     from llasa.eval.tts import evaluate_tts
-    from llasa.lm.cli import check_generation_args, searcher_from_args
 
     if args.n is not None and args.search != "best-of-n":
         raise ValueError("-n is the candidate count of --search best-of-n")
@@ -144,7 +146,6 @@ def run_eval_tts(args: argparse.Namespace) -> int:
 def run_eval_codec(args: argparse.Namespace) -> int:
     from llasa.audio import check_writable
     from llasa.codec import Codec
-    from llasa.codec.cli import refine_steps
     from llasa.defaults import codec_or_default
     from llasa.data.manifest import load_corpus
     from llasa.eval.codec import evaluate_codec
@@ -152,10 +153,11 @@ def run_eval_codec(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     check_writable(args.output, folder=True, what="--output")
-    refine_steps(args)
     items = load_corpus(args.list)[: args.limit]
     codec = Codec.from_pretrained(codec_or_default(args.codec), device=args.device)
-    summary = evaluate_codec(codec, items, args.output, metrics=_metrics(args), refine_steps=refine_steps(args, codec))
+    # resolved here, not in Codec.encode, so that the results record the steps taken
+    steps = codec.resolve_refine_steps(args.refine_steps)
+    summary = evaluate_codec(codec, items, args.output, metrics=_metrics(args), refine_steps=steps)
     _print_summary(summary)
     out = Path(args.output)
     return _exit_status(summary["failed"], summary["items"], out / "results.jsonl", out / "summary.json")
@@ -163,7 +165,6 @@ def run_eval_codec(args: argparse.Namespace) -> int:
 
 def run_eval_scaling(args: argparse.Namespace) -> int:
     from llasa.eval.scaling import evaluate_scaling
-    from llasa.lm.cli import check_generation_args
     from llasa.search import STRATEGIES
     from llasa.tts import MAX_CANDIDATES
 
