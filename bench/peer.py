@@ -180,6 +180,7 @@ def main() -> None:
         args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()  # read now: loading faster-whisper resets torch's count
     texts = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()][: args.sentences]
 
     ours = Ours()
@@ -211,7 +212,7 @@ def main() -> None:
               for key in ("wer", "rtf")}  # fmt: skip
     print(json.dumps({
         "bench": "peer", "quick": args.quick, "sentences": len(texts), "judge": judge_name,
-        "ours_voice": ours.voice_name, "piper_voice": PIPER_VOICE, "threads": torch.get_num_threads(), **ratios,
+        "ours_voice": ours.voice_name, "piper_voice": PIPER_VOICE, "threads": threads, **ratios,
         "ours": out["ours"], "piper": out["piper"],
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }))  # fmt: skip
