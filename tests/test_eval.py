@@ -333,8 +333,8 @@ def test_train_scaling_curves_wer_and_plot(tmp_path, meta, codec, capsys):
     np.stack(rows).astype(np.int32).tofile(shards / "shard-00000-of-00001.memmap")
     np.save(shards / "shard-00000-of-00001_shape.npy", np.array([len(rows), 256]))
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"data: {shards}\nmax_length: 256\nbatch_size: 4\nmax_steps: 4\nmixed_precision: 'no'\n"
-                      "log_every: 1\neval_every: 2\nsave_every: 4\neval_rows: 4\n")  # fmt: skip
+    recipe.write_text(f"data: {shards}\nmax_length: 256\nbatch_size: 4\neval_rows: 4\n"
+                      "train: {max_steps: 4, mixed_precision: 'no', log_every: 1, eval_every: 2, save_every: 4}\n")  # fmt: skip
     for size in ("tiny", "micro"):
         assert main(["train", "lm", str(recipe), "--set", f"init=preset:{size}", "--set", f"output_dir={tmp_path / size}"]) == 0
     capsys.readouterr()

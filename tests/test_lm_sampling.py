@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import llasa.train.precision
+import llasa.hardware
 from llasa.lm.model import build_model, prefill_copy
 from llasa.lm.prompt import prompt_ids
 from llasa.lm.sampling import Sampler, SamplingParams, SpeechDecoder, generate_codes, sample_from
@@ -276,9 +276,9 @@ def test_prefill_copy_only_where_bf16_is_emulated_and_the_copy_is_small(setup, m
     model, vocab, prompt = setup
     assert prefill_copy(model) is None  # fp32 already
     half = build_model("tiny", build_tokenizer(None, 64), seed=0).to(torch.bfloat16)
-    monkeypatch.setattr(llasa.train.precision, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(llasa.hardware, "fast_bf16", lambda device: True)
     assert prefill_copy(half) is None  # AMX / AVX512-BF16: bf16 is fast as it is
-    monkeypatch.setattr(llasa.train.precision, "fast_bf16", lambda device: False)
+    monkeypatch.setattr(llasa.hardware, "fast_bf16", lambda device: False)
     wide = prefill_copy(half)
     assert wide is not None and wide.dtype == torch.float32 and half.dtype == torch.bfloat16
     for (name, a), (_, b) in zip(half.named_parameters(), wide.named_parameters()):

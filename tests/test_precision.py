@@ -6,9 +6,8 @@ import warnings
 import pytest
 import torch
 
-from llasa.train import precision
+from llasa.hardware import fast_bf16, resolve_precision
 from llasa.train.lm import LMTrainConfig
-from llasa.train.precision import fast_bf16, resolve_precision
 
 
 @pytest.fixture(params=[False, True], ids=["avx2-only", "amx"])
@@ -38,11 +37,11 @@ def test_auto_is_bf16_only_where_it_is_fast_and_an_explicit_bf16_on_emulation_wa
 def test_bad_precision_names_the_choices():
     with pytest.raises(ValueError, match="mixed_precision must be one of auto, no, bf16, fp16.*'fp32'"):
         resolve_precision("fp32", "cpu", where="mixed_precision")
-    with pytest.raises(ValueError, match="mixed_precision must be one of .*'fp8'"):
-        LMTrainConfig.from_dict({"data": "d", "output_dir": "o", "mixed_precision": "fp8"})
+    with pytest.raises(ValueError, match="train.mixed_precision must be one of .*'fp8'"):
+        LMTrainConfig.from_dict({"data": "d", "output_dir": "o", "train": {"mixed_precision": "fp8"}})
     # YAML reads a bare `no` as false
-    assert LMTrainConfig.from_dict({"data": "d", "output_dir": "o", "mixed_precision": False}).mixed_precision == "no"
-    assert LMTrainConfig.from_dict({"data": "d", "output_dir": "o"}).mixed_precision == "auto"
+    assert LMTrainConfig.from_dict({"data": "d", "output_dir": "o", "train": {"mixed_precision": False}}).train.mixed_precision == "no"
+    assert LMTrainConfig.from_dict({"data": "d", "output_dir": "o"}).train.mixed_precision == "auto"
 
 
 def test_lm_training_runs_in_the_resolved_precision(cpu_bf16, monkeypatch, tmp_path, capsys):

@@ -154,7 +154,7 @@ def prefill_copy(model: LlamaForCausalLM, *, limit: int = PREFILL_COPY_LIMIT) ->
     CPU), while one-token decoding steps are bound by reading the weights and run faster in bf16.
     Prefilling in fp32 and decoding in bf16 takes the better of both for one more copy of the
     weights, so the copy is kept only for small models (the official 1B would need 5 GB more)."""
-    from llasa.train.precision import fast_bf16
+    from llasa.hardware import fast_bf16
 
     weight = model.get_input_embeddings().weight
     if weight.device.type != "cpu" or weight.dtype == torch.float32:

@@ -1,4 +1,4 @@
-"""`llasa train lm CONFIG`, `llasa train codec CONFIG` and `llasa train phones CONFIG`."""
+"""`llasa train lm CONFIG` and `llasa train codec CONFIG`."""
 
 from __future__ import annotations
 
@@ -15,43 +15,28 @@ def _train_lm(args) -> int:
     config = _config(args)
     if args.continue_from:
         config["continue_from"] = args.continue_from
-    final = train_lm(config, resume=not args.no_resume, max_steps=args.max_steps)
-    print(final)
+    print(train_lm(config, resume=not args.no_resume, max_steps=args.max_steps))
     return 0
 
 
 def _train_codec(args) -> int:
     from llasa.train.codec import train_codec
 
-    final = train_codec(_config(args), resume=not args.no_resume, max_steps=args.max_steps)
-    print(final)
-    return 0
-
-
-def _train_phones(args) -> int:
-    from llasa.train.phones import train_recognizer
-
-    final = train_recognizer(_config(args), resume=not args.no_resume, max_steps=args.max_steps)
-    print(final)
+    print(train_codec(_config(args), resume=not args.no_resume, max_steps=args.max_steps))
     return 0
 
 
 def add_commands(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train the LM, the codec or a phone recogniser (launch with `accelerate launch` for many GPUs)")
+    train = subparsers.add_parser("train", help="train the LM or the codec (launch with `accelerate launch` for many GPUs)")
     verbs = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
-    commands = (
-        ("lm", _train_lm, "the Llasa LM on code shards"),
-        ("codec", _train_codec, "the X-codec2 codec"),
-        ("phones", _train_phones, "a phone recogniser on transcribed audio (for the codec's loss.intelligibility)"),
-    )
-    for name, handler, what in commands:
+    for name, handler, what in (("lm", _train_lm, "the Llasa LM on code shards"), ("codec", _train_codec, "the X-codec2 codec")):
         p = verbs.add_parser(name, help=f"train {what}")
         p.add_argument("config", help="YAML or JSON recipe (see configs/)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override an option of the recipe, e.g. --set init=preset:tiny --set output_dir=runs/x "
-                            "(dotted keys reach nested sections: train.max_steps=100); repeatable")  # fmt: skip
+                       help="override an option of the recipe, e.g. --set output_dir=runs/x --set init=preset:tiny "
+                            "(dotted keys reach sections: train.max_steps=100, optim.lr=3e-4); repeatable")  # fmt: skip
         p.add_argument("--max-steps", type=int, default=None, help="stop this run after this many total steps (resume later)")
-        p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in the output directory")
+        p.add_argument("--no-resume", action="store_true", help="start afresh: delete the output directory's checkpoints and log")
         if name == "lm":
             p.add_argument("--continue-from", help="a compact checkpoint (e.g. llasa/assets/default/lm) whose run to "
                            "carry on when the output directory holds no checkpoint yet")

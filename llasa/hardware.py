@@ -1,10 +1,11 @@
-"""Whether to train in bf16: ``auto`` picks it where the hardware computes it.
+"""What the hardware computes fast: whether bf16 runs in hardware, and the precision to train in.
 
-bf16 autocast is only fast where the hardware has bf16 arithmetic: GPUs from Ampere on, and
-CPUs with AVX512-BF16 or AMX. Elsewhere oneDNN emulates it, and it is far slower than fp32:
-one step of the default LM recipe (configs/lm_default.yaml, batch 16) took 117 s in bf16
-against 14 s in fp32 on a 2-core AMD EPYC with AVX2 only, while on a 2-core AMX CPU bf16 was
-several times faster than fp32. So a recipe written on one machine must not fix the choice.
+bf16 is only fast where the hardware has bf16 arithmetic: GPUs from Ampere on, and CPUs with
+AVX512-BF16 or AMX. Elsewhere oneDNN emulates it, and it is far slower than fp32: one step of
+the default LM recipe (configs/lm_default.yaml, batch 16) took 117 s in bf16 against 14 s in
+fp32 on a 2-core AMD EPYC with AVX2 only, while on a 2-core AMX CPU bf16 was several times
+faster than fp32. So a recipe written on one machine must not fix the choice, and inference
+(llasa.lm.model.prefill_copy) asks the same question.
 """
 
 from __future__ import annotations
