@@ -10,17 +10,25 @@ from pathlib import Path
 
 def _manifest(args: argparse.Namespace) -> int:
     from llasa.audio import check_writable
-    from llasa.data.manifest import add_durations, load_corpus, write_jsonl
+    from llasa.data.manifest import load_corpus, with_durations, write_jsonl
 
     check_writable(args.output)
     options = {"split": args.split} if args.format == "hf" and args.split else {}
     items = load_corpus(args.src, args.format, **options)
     if not args.no_durations:
-        add_durations(items)
-    write_jsonl(items, args.output)
-    hours = sum(it.get("duration") or 0.0 for it in items) / 3600
-    speakers = len({it.get("speaker") for it in items})
-    print(f"{args.output}: {len(items)} utterances, {speakers} speaker(s), {hours:.2f} h")
+        items = with_durations(items)
+    # counted on the way through: the corpus streams from its source into the manifest
+    count, seconds, speakers = 0, 0.0, set()
+
+    def tally(items):
+        nonlocal count, seconds
+        for item in items:
+            count, seconds = count + 1, seconds + (item.get("duration") or 0.0)
+            speakers.add(item.get("speaker"))
+            yield item
+
+    write_jsonl(tally(items), args.output)
+    print(f"{args.output}: {count} utterances, {len(speakers)} speaker(s), {seconds / 3600:.2f} h")
     return 0
 
 

@@ -1,18 +1,24 @@
 """Manifests: one JSON object per utterance (`audio`, `text`, optional `speaker`, `id`,
 `duration`, `split`, plus any extra fields a source records), stored as JSONL.
 
-Readers turn the common corpus layouts into items; `check_items` finds every problem at
-once (missing columns, missing files, empty transcripts) so a user fixes a corpus in one pass.
+Readers turn the common corpus layouts into items. They are generators, so that a corpus of
+millions of utterances streams through in constant memory: rows come out as they are read,
+and every problem (missing columns, missing files, empty transcripts, bad lines) is raised
+in one ManifestError after the last row, so a user fixes a corpus in one pass. A caller that
+needs a count or random access makes a list (`read_jsonl`, `check_items`) or reads twice.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+from array import array
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import soundfile as sf
 
 from llasa.extras import require
@@ -37,30 +43,54 @@ def _report(problems: list[str], what: str) -> None:
         raise ManifestError(f"{what}: {len(problems)} problem(s):\n  {shown}{more}")
 
 
-def check_items(items: list[dict], *, source: str = "manifest", check_files: bool = True) -> list[dict]:
-    """Raise ManifestError listing all items without audio/text, with empty text or missing files;
-    fill in a unique `id` (the audio file's stem) where none is given."""
+def checked(items: Iterable[dict], *, source: str = "manifest", check_files: bool = True) -> Iterator[dict]:
+    """The good items, each as it comes, with a unique `id` filled in (the audio file's stem)
+    where none is given; after the last, one ManifestError listing every item without
+    audio/text, with empty text, a missing file or a repeated id (or, with none, saying so).
+
+    A corpus streams through: per item only a 16-byte digest of its id is kept, and repeats
+    are found among the digests after the last item. A caller that stops early hears of no
+    problem: read to the end before acting on a partial read."""
     problems: list[str] = []
-    seen: dict[str, int] = {}
+    digests, numbers = bytearray(), array("q")
+    n = -1
     for n, item in enumerate(items):
         where = f"item {n + 1}" + (f" ({item['id']})" if item.get("id") else "")
         missing = [k for k in REQUIRED if k not in item or item[k] is None]
         if missing:
             problems.append(f"{where}: missing column(s) {', '.join(missing)}")
             continue
+        found = len(problems)
         if not str(item["text"]).strip():
             problems.append(f"{where}: empty transcript for {item['audio']}")
         if check_files and not Path(item["audio"]).is_file():
             problems.append(f"{where}: audio file not found: {item['audio']}")
         item.setdefault("id", Path(item["audio"]).stem)
         item["id"] = str(item["id"])
-        if item["id"] in seen:
-            problems.append(f"{where}: duplicate id '{item['id']}' (also item {seen[item['id']] + 1})")
-        seen[item["id"]] = n
+        digests += hashlib.blake2b(item["id"].encode(), digest_size=16).digest()
+        numbers.append(n)
+        if len(problems) == found:
+            yield item
+    problems += [f"item {later + 1}: duplicate id (also item {earlier + 1})"
+                 for later, earlier in _repeats(digests, numbers)]
     _report(problems, source)
-    if not items:
+    if n < 0:
         raise ManifestError(f"{source}: no utterances found")
-    return items
+
+
+def _repeats(digests: bytearray, numbers: array) -> list[tuple[int, int]]:
+    """(item, the previous item with the same id) for every repeated id, by 16-byte id digests."""
+    keys = np.frombuffer(bytes(digests), dtype=np.uint64).reshape(-1, 2)
+    order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: equal ids stay in item order
+    ordered = keys[order]
+    same = np.flatnonzero((ordered[1:] == ordered[:-1]).all(axis=1))
+    items = np.frombuffer(numbers, dtype=np.int64)
+    return sorted((int(items[order[i + 1]]), int(items[order[i]])) for i in same)
+
+
+def check_items(items: Iterable[dict], *, source: str = "manifest", check_files: bool = True) -> list[dict]:
+    """`checked` as a list: raises before returning anything."""
+    return list(checked(items, source=source, check_files=check_files))
 
 
 def _rename_aliases(item: dict) -> dict:
@@ -93,10 +123,11 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | None, str | None]
             yield line_no, item, None
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """A JSONL manifest; relative audio paths are resolved against the manifest's folder."""
+def stream_jsonl(path: str | Path) -> Iterator[dict]:
+    """The items of a JSONL manifest as they are read; relative audio paths are resolved
+    against the manifest's folder. Bad lines are raised together after the last item."""
     path = Path(path)
-    items, problems = [], []
+    problems = []
     for _, item, problem in iter_jsonl(path):
         if problem:
             problems.append(problem)
@@ -104,12 +135,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
         _rename_aliases(item)
         if "audio" in item and item["audio"] is not None:
             item["audio"] = _resolve(item["audio"], path.parent)
-        items.append(item)
+        yield item
     _report(problems, str(path))
-    return items
 
 
-def read_csv(path: str | Path) -> list[dict]:
+def read_jsonl(path: str | Path) -> list[dict]:
+    """A whole JSONL manifest as a list (small ones: evaluation lists, codec clips); bad lines
+    are raised before anything is returned."""
+    return list(stream_jsonl(path))
+
+
+def read_csv(path: str | Path) -> Iterator[dict]:
     """A CSV/TSV table with a header naming `audio` and `text` (and optionally `speaker`, `id`, ...)."""
     path = Path(path)
     with open(path, encoding="utf-8", newline="") as f:
@@ -123,14 +159,13 @@ def read_csv(path: str | Path) -> list[dict]:
             raise ManifestError(
                 f"{path}: missing column(s) {', '.join(missing)}; the header has {reader.fieldnames}"
             )
-        items = [_rename_aliases({k: v for k, v in row.items() if k is not None and v not in (None, "")})
-                 for row in reader]
-    for item in items:
-        if "audio" in item:
-            item["audio"] = _resolve(item["audio"], path.parent)
-        if "duration" in item:
-            item["duration"] = float(item["duration"])
-    return items
+        for row in reader:
+            item = _rename_aliases({k: v for k, v in row.items() if k is not None and v not in (None, "")})
+            if "audio" in item:
+                item["audio"] = _resolve(item["audio"], path.parent)
+            if "duration" in item:
+                item["duration"] = float(item["duration"])
+            yield item
 
 
 def _transcript_for(audio: Path) -> Path | None:
@@ -141,11 +176,12 @@ def _transcript_for(audio: Path) -> Path | None:
     return None
 
 
-def read_folder(root: str | Path) -> list[dict]:
+def read_folder(root: str | Path) -> Iterator[dict]:
     """Audio files with a transcript beside each (`x.wav` + `x.txt`, `x.lab` or
     `x.normalized.txt`); the first sub-folder below the root, if any, names the speaker."""
     root = Path(root)
-    items, problems = [], []
+    problems = []
+    # the sorted paths are held (for a stable order); the items are not
     for audio in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         transcript = _transcript_for(audio)
         if transcript is None:
@@ -155,18 +191,17 @@ def read_folder(root: str | Path) -> list[dict]:
         rel = audio.relative_to(root)
         if len(rel.parts) > 1:
             item["speaker"] = rel.parts[0]
-        items.append(item)
+        yield item
     _report(problems, str(root))
-    return items
 
 
-def read_ljspeech(root: str | Path) -> list[dict]:
+def read_ljspeech(root: str | Path) -> Iterator[dict]:
     """LJSpeech: `metadata.csv` rows `id|text|normalized text` and `wavs/<id>.wav`; one speaker."""
     root = Path(root)
     meta = root / "metadata.csv"
     if not meta.is_file():
         raise ManifestError(f"{root}: no metadata.csv (LJSpeech layout: metadata.csv + wavs/)")
-    items, problems = [], []
+    problems = []
     speaker = root.name
     with open(meta, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -180,15 +215,14 @@ def read_ljspeech(root: str | Path) -> list[dict]:
             item = {"audio": str(root / "wavs" / f"{fields[0]}.wav"), "id": fields[0], "text": fields[1], "speaker": speaker}
             if len(fields) > 2 and fields[2]:
                 item["normalized"] = fields[2]
-            items.append(item)
+            yield item
     _report(problems, str(meta))
-    return items
 
 
-def read_libritts(root: str | Path) -> list[dict]:
+def read_libritts(root: str | Path) -> Iterator[dict]:
     """LibriTTS: `<speaker>/<chapter>/<id>.wav` with `<id>.normalized.txt` (else `.original.txt`)."""
     root = Path(root)
-    items, problems = [], []
+    problems, found = [], 0
     for audio in sorted(root.glob("*/*/*.wav")):
         speaker, chapter = audio.parent.parent.name, audio.parent.name
         norm, orig = audio.with_suffix(".normalized.txt"), audio.with_suffix(".original.txt")
@@ -200,15 +234,15 @@ def read_libritts(root: str | Path) -> list[dict]:
             item["text"] = item["normalized"] = norm.read_text(encoding="utf-8").strip()
         if orig.is_file():
             item["text"] = orig.read_text(encoding="utf-8").strip()
-        items.append(item)
-    if not items and not problems:
+        found += 1
+        yield item
+    if not found and not problems:
         raise ManifestError(f"{root}: no <speaker>/<chapter>/*.wav files (LibriTTS layout)")
     _report(problems, str(root))
-    return items
 
 
 def read_hf(path: str | Path, *, audio_dir: str | Path | None = None, split: str | None = None,
-            audio_column: str = "audio", text_column: str = "text") -> list[dict]:
+            audio_column: str = "audio", text_column: str = "text") -> Iterator[dict]:
     """A Hugging Face dataset saved with `save_to_disk` (or a local dataset folder).
 
     Audio stored inside the dataset (bytes) is written out under `audio_dir` so that the
@@ -239,7 +273,6 @@ def read_hf(path: str | Path, *, audio_dir: str | Path | None = None, split: str
     if isinstance(ds.features[audio_column], datasets.Audio):
         ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
     audio_dir = Path(audio_dir) if audio_dir else path / "audio"
-    items = []
     for n, row in enumerate(ds):
         audio = row[audio_column]
         item_id = str(row.get("id", f"{path.name}-{n:06d}"))
@@ -256,8 +289,7 @@ def read_hf(path: str | Path, *, audio_dir: str | Path | None = None, split: str
         item = {"audio": audio, "text": row[text_column], "id": item_id}
         if speaker_column:
             item["speaker"] = str(row[speaker_column])
-        items.append(item)
-    return items
+        yield item
 
 
 def _table_in(folder: Path) -> Path | None:
@@ -283,36 +315,44 @@ def detect_format(src: str | Path) -> str:
     return "folder"
 
 
-def load_corpus(src: str | Path, format: str | None = None, **hf_options) -> list[dict]:
-    """Read any supported layout (auto-detected unless `format` is given) and check it."""
+def load_corpus(src: str | Path, format: str | None = None, **hf_options) -> Iterator[dict]:
+    """The checked items of any supported layout (auto-detected unless `format` is given), as
+    they are read; the layout is found (or refused) at once, the rows' problems are raised
+    together after the last good row (see `checked`). `list(...)` for a count or indexing."""
     format = format or detect_format(src)
     if format in ("csv", "jsonl") and Path(src).is_dir():
         table = _table_in(Path(src))
         if table is None:
             raise ManifestError(f"{src}: a folder with no {' / '.join(TABLE_NAMES)} to read as {format}")
         src = table
-    readers = {"folder": read_folder, "csv": read_csv, "jsonl": read_jsonl, "ljspeech": read_ljspeech,
+    readers = {"folder": read_folder, "csv": read_csv, "jsonl": stream_jsonl, "ljspeech": read_ljspeech,
                "libritts": read_libritts, "hf": lambda p: read_hf(p, **hf_options)}
     if format not in readers:
         raise ManifestError(f"unknown manifest format '{format}'; choose one of {', '.join(FORMATS)}")
-    return check_items(readers[format](src), source=str(src))
+    return checked(readers[format](src), source=str(src))
 
 
-def add_durations(items: Iterable[dict]) -> None:
-    """Fill in `duration` (seconds) from the file headers where it is missing."""
+def with_durations(items: Iterable[dict]) -> Iterator[dict]:
+    """The items with `duration` (seconds) filled in from the file headers where it is missing."""
     for item in items:
         if item.get("duration") is None:
             info = sf.info(item["audio"])
             item["duration"] = round(info.frames / info.samplerate, 3)
+        yield item
 
 
 def write_jsonl(items: Iterable[dict], path: str | Path) -> Path:
-    """Write items as JSONL atomically (a temporary file renamed into place)."""
+    """Write items as JSONL atomically (a temporary file renamed into place); items that fail
+    while they stream in (a checked corpus raises after its last row) leave no file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for item in items:
+                f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path

@@ -9,6 +9,10 @@ Work is committed chunk by chunk: rows, index lines and skip lines are appended 
 then `.progress.json` (the commit record) is replaced atomically. A restarted run truncates
 every file back to the last commit and carries on after it, so a kill at any moment loses
 at most one uncommitted chunk and never duplicates a row.
+
+A manifest file is streamed, never held: one pass checks it and fingerprints this rank's
+items, one sums the audio still to encode (the progress bar's total), one encodes. It must not
+change while a run, or the runs that resume it, read it (the fingerprint refuses a changed one).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import hashlib
 import json
 import os
 import time
+from itertools import islice
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -26,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from llasa import audio
-from llasa.data.manifest import check_items, read_jsonl
+from llasa.data.manifest import checked, stream_jsonl
 
 CONFIG_NAME = "tokenize_config.json"
 
@@ -85,7 +90,7 @@ def _keep_lines(path: Path, n: int) -> None:
         _write_atomic(path, b"".join(lines[:n]))
 
 
-def _fingerprint(items: list[dict], settings: dict) -> str:
+def _fingerprint(items: Iterable[dict], settings: dict) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for item in items:
         digest.update(json.dumps([item["id"], item["audio"], item.get(settings["text_field"])]).encode())
@@ -107,7 +112,7 @@ def _lines(records: list[dict]) -> bytes:
 
 
 def tokenize_manifest(
-    manifest: str | Path | list[dict],
+    manifest: str | Path | Iterable[dict],
     out_dir: str | Path,
     *,
     codec,
@@ -149,10 +154,21 @@ def tokenize_manifest(
         raise ValueError(f"the tokenizer has {vocab.codebook_size} speech tokens but the codec has "
                          f"{codec.codebook_size} codes: build the tokenizer for this codec")
     if isinstance(manifest, (str, Path)):
-        manifest_name, items = str(manifest), check_items(read_jsonl(manifest), source=str(manifest), check_files=False)
+        manifest_name = str(manifest)
+
+        def items() -> Iterator[dict]:
+            return checked(stream_jsonl(manifest), source=manifest_name, check_files=False)
     else:
-        manifest_name, items = "<items>", check_items(list(manifest), check_files=False)
-    mine = [(index, item) for index, item in enumerate(items) if index % world_size == rank]
+        manifest_name, given = "<items>", list(manifest)
+
+        def items() -> Iterator[dict]:
+            return checked(given, check_files=False)
+
+    def mine() -> Iterator[tuple[int, dict]]:
+        return ((index, item) for index, item in enumerate(items()) if index % world_size == rank)
+
+    # the checking pass: a bad manifest is refused before anything is written
+    n_items = sum(1 for _ in items())
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +176,7 @@ def tokenize_manifest(
         "codec": codec_name, "codebook_size": codec.codebook_size, "sample_rate": codec.sample_rate,
         "hop_length": codec.hop_length, "tokenizer": tokenizer_name, "vocab_size": len(tokenizer),
         "speech_offset": vocab.speech_offset, "max_length": max_length, "text_field": text_field, "frontend": frontend,
-        "world_size": world_size, "manifest": manifest_name, "items": len(items),
+        "world_size": world_size, "manifest": manifest_name, "items": n_items,
     }
     if refine_steps:  # recorded only when used, so shards made before the option still resume
         config.update(refine_steps=refine_steps, refine_lr=codec.refine_lr)
@@ -180,7 +196,8 @@ def tokenize_manifest(
     rows_path, shape_path = prefix.with_suffix(".memmap"), Path(f"{prefix}_shape.npy")
     index_path, skipped_path = prefix.with_suffix(".index.jsonl"), prefix.with_suffix(".skipped.jsonl")
     progress_path = prefix.with_suffix(".progress.json")
-    fingerprint = _fingerprint([item for _, item in mine], config)
+    n_mine = len(range(rank, n_items, world_size))
+    fingerprint = _fingerprint((item for _, item in mine()), config)
     row_bytes = max_length * np.dtype(np.int32).itemsize
 
     if progress_path.is_file():
@@ -198,14 +215,14 @@ def tokenize_manifest(
             path.write_bytes(b"")
     _save_shape(shape_path, progress["rows"], max_length)
 
-    todo = mine[progress["items_done"]:]
-    total_seconds = progress["seconds"] + sum(_seconds(item) for _, item in todo)
+    committed = progress["items_done"]  # this rank's items already in the shard
+    total_seconds = progress["seconds"] + sum(_seconds(item) for _, item in islice(mine(), committed, None))
     bar = tqdm(total=total_seconds / 3600, initial=progress["seconds"] / 3600,
                desc=f"tokenize {rank}/{world_size}", unit="h audio", bar_format=
                "{l_bar}{bar}| {n:.2f}/{total:.2f} h audio [{elapsed}<{remaining}{postfix}]")
     start, seconds_now = time.perf_counter(), 0.0
-    for chunk_start in range(0, len(todo), chunk_size):
-        chunk = todo[chunk_start:chunk_start + chunk_size]
+    todo = islice(mine(), committed, None)
+    while chunk := list(islice(todo, chunk_size)):
         skipped, loaded = [], []
         for index, item in chunk:
             reason = None
@@ -250,7 +267,7 @@ def tokenize_manifest(
         chunk_seconds = sum(_seconds(item) for _, item in chunk)
         progress.update(rows=progress["rows"] + len(rows), items_done=progress["items_done"] + len(chunk),
                         skipped=progress["skipped"] + len(skipped), seconds=progress["seconds"] + chunk_seconds,
-                        done=progress["items_done"] + len(chunk) == len(mine))
+                        done=progress["items_done"] + len(chunk) == n_mine)
         _write_atomic(progress_path, json.dumps(progress).encode())  # the commit point
         _save_shape(shape_path, progress["rows"], max_length)
         seconds_now += chunk_seconds
@@ -261,7 +278,7 @@ def tokenize_manifest(
         if on_commit:
             on_commit(dict(progress))
     bar.close()
-    if not todo:
+    if committed == n_mine:
         progress["done"] = True
         _write_atomic(progress_path, json.dumps(progress).encode())
     return progress

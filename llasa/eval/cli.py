@@ -153,7 +153,7 @@ def run_eval_codec(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     check_writable(args.output, folder=True, what="--output")
-    items = load_corpus(args.list)[: args.limit]
+    items = list(load_corpus(args.list))[: args.limit]  # the whole list is checked, not just the rows used
     codec = Codec.from_pretrained(codec_or_default(args.codec), device=args.device)
     # resolved here, not in Codec.encode, so that the results record the steps taken
     steps = codec.resolve_refine_steps(args.refine_steps)
