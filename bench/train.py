@@ -21,11 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llasa.data.tokenize import CodeShardDataset
+from llasa.hardware import resolve_precision
 from llasa.lm.model import build_model
 from llasa.lm.prompt import memmap_row
 from llasa.lm.vocab import build_tokenizer
-from llasa.train.lm import LMTrainConfig, RowOrder, _Examples, collate, token_loss_sum, train_lm
-from llasa.data.tokenize import CodeShardDataset
+from llasa.train.args import TrainArgs
+from llasa.train.lm import LMTrainConfig, token_loss_sum, train_lm
+from llasa.train.lm_data import Examples, RowOrder, collate
 
 
 def make_shards(out: Path, codebook: int, rows: int, seconds: float) -> None:
@@ -39,16 +42,18 @@ def make_shards(out: Path, codebook: int, rows: int, seconds: float) -> None:
 
 
 def plain_loop(cfg: LMTrainConfig, batches: list[dict], tokenizer) -> float:
-    model = build_model(cfg.init.split(":", 1)[1], tokenizer, seed=cfg.seed).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    model = build_model(cfg.init.split(":", 1)[1], tokenizer, seed=cfg.train.seed).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
+    # the precision train_lm resolves "auto" to, so that only the data path differs
+    bf16 = resolve_precision(cfg.train.mixed_precision, "cpu", where="train.mixed_precision") == "bf16"
     tokens, start = 0, None
     for i, batch in enumerate(batches):
         if i == 1:  # the first step warms up allocators and kernels, as in train_lm's own count
             tokens, start = 0, time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
-            loss, n = token_loss_sum(model, batch)
-            (loss / max(1, n)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = token_loss_sum(model, batch)
+            (loss / max(1, int((batch["labels"][:, 1:] != -100).sum()))).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum())
@@ -79,8 +84,8 @@ def main() -> None:
         for round_ in range(args.rounds):
             cfg = LMTrainConfig(
                 data=str(tmp / "shards"), output_dir=str(tmp / f"run{round_}"), init=f"preset:{args.preset}",
-                batch_size=args.batch_size, max_steps=args.steps + 1, log_every=1, eval_every=10**9,
-                save_every=10**9, eval_rows=8,
+                batch_size=args.batch_size, eval_rows=8,
+                train=TrainArgs(max_steps=args.steps + 1, log_every=1, eval_every=10**9, save_every=10**9),
             )
             train_lm(cfg)
             log = [json.loads(line) for line in (tmp / f"run{round_}" / "train_log.jsonl").read_text().splitlines()]
@@ -89,8 +94,8 @@ def main() -> None:
             ours_runs.append(sum(r["tokens"] - p["tokens"] for p, r in zip(log, timed)) / sum(r["interval_s"] for r in timed))
             data = CodeShardDataset(tmp / "shards")
             held_out = min(cfg.eval_rows, len(data) // 10)
-            examples = _Examples(data, tokenizer, cfg.max_length, np.arange(len(data) - held_out))
-            order = RowOrder(len(examples), cfg.seed)
+            examples = Examples(data, tokenizer, cfg.max_length, np.arange(len(data) - held_out))
+            order = RowOrder(len(examples), cfg.train.seed)
             batches = [
                 collate([examples[r] for r in order.rows(s * cfg.batch_size, cfg.batch_size)], tokenizer.pad_token_id)
                 for s in range(args.steps)
