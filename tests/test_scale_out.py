@@ -38,6 +38,11 @@ from llasa.train.lm import train_lm
 ACCELERATE_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 DEEPSPEED_CONFIGS = sorted((REPO / "configs" / "deepspeed").glob("*.json"))
 RTOL = 1e-5
+# scripts/install.sh puts DeepSpeed in a folder of its own: imported, it prints to stdout in every
+# process, which the CLI tests read, so only these tests' processes get it on their path
+DEEPSPEED_SITE = REPO / "build" / "deepspeed"
+if DEEPSPEED_SITE.is_dir() and str(DEEPSPEED_SITE) not in sys.path:
+    sys.path.append(str(DEEPSPEED_SITE))
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 STEPS = 4
 shards = test_train_lm.shards  # the LM tests' tiny shard folder (a fixture)
@@ -142,7 +147,7 @@ def _launch(launcher: Path, recipe: dict, tmp_path: Path, *extra: str) -> None:
     entry = ["-m", "llasa.cli"] if distributed == "MULTI_GPU" else [__file__]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launcher),
            *entry, "train", "lm", str(recipe_path), *extra]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(map(str, (REPO, DEEPSPEED_SITE)))}
     result = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
