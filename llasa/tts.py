@@ -1,7 +1,8 @@
 """Text (+ a voice) -> 16 kHz speech: prompt, sample speech codes, decode them with the codec.
 
 A :class:`Voice` is a reference clip encoded once (its codes and transcript) and reusable;
-it is saved as a small JSON profile. Long text is split at sentence boundaries into chunks
+it is saved as a small JSON profile. A clip given without its transcript is transcribed by the
+ASR of the ``wer`` verifier (:func:`transcribe_clip`). Long text is split at sentence boundaries into chunks
 that fit the 2048-token context, each chunk is spoken with the same voice prompt, and the
 pieces are joined with short cross-fades.
 """
@@ -56,15 +57,49 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,;:，、：])\s*")
 
 
+def speech_recognizer(model: str | Path | None = None):
+    """The ASR of the ``wer`` verifier (PocketSphinx, or the checkpoint ``model``): an object with
+    ``transcribe(wavs, language) -> list[str]`` (and, where it knows them, ``languages``)."""
+    from llasa.extras import MissingExtra
+    from llasa.verify import get_verifier
+
+    try:
+        return get_verifier("wer", **({"model": model} if model is not None else {})).asr
+    except MissingExtra as exc:
+        raise MissingExtra(f"transcribing a voice clip given without its transcript needs an ASR: {exc} (or give the "
+                           "clip's transcript)") from None  # fmt: skip
+
+
+def transcribe_clip(wav: np.ndarray, asr=None, *, language: str = "en", what: str = "the voice clip") -> str:
+    """The transcript ``asr`` (default: :func:`speech_recognizer`) hears in a 16 kHz clip, with a
+    warning that shows it: a voice prompt whose transcript misses words teaches the model wrong
+    sounds for them, so a checked transcript clones better."""
+    from llasa.verify.text import language_code
+
+    asr = speech_recognizer() if asr is None else asr
+    languages = getattr(asr, "languages", None)
+    if languages is not None and language_code(language) not in languages:
+        raise ValueError(f"{what} has no transcript, and the ASR {type(asr).__name__} does not recognise language "
+                         f"'{language}' (it knows {', '.join(sorted(languages))}): give the clip's transcript")  # fmt: skip
+    text = " ".join(asr.transcribe([wav], language)[0].split())
+    if not text:
+        raise ValueError(f"{what}: the ASR ({type(asr).__name__}) heard no words in it: give the clip's transcript")
+    warnings.warn(f"{what} has no transcript; the ASR heard: \"{text}\". That is used as its transcript, but a checked "
+                  "transcript clones better (pass the text the clip says)", stacklevel=2)  # fmt: skip
+    return text
+
+
 @dataclass
 class Voice:
-    """A reference voice: the codec codes of a clip and its transcript."""
+    """A reference voice: the codec codes of a clip and its transcript (``transcribed``: the
+    transcript is what an ASR heard, not a given one)."""
 
     codes: np.ndarray
     text: str
     name: str = "voice"
     codebook_size: int | None = None
     frame_rate: float = 50.0
+    transcribed: bool = False
 
     @property
     def seconds(self) -> float:
@@ -75,34 +110,44 @@ class Voice:
         cls,
         codec,
         audio: audio_io.AudioLike,
-        text: str,
+        text: str | None = None,
         *,
         name: str | None = None,
         source_rate: int | None = None,
         max_seconds: float = MAX_VOICE_SECONDS,
+        asr=None,
+        language: str = "en",
     ) -> "Voice":
         """Encode a reference clip (path, bytes or array) with its transcript.
 
         Clips shorter than 1 s are rejected; clips longer than ``max_seconds`` are cut to
-        that length with a warning (the transcript must then be cut to match)."""
-        check_text(text, what="voice transcript")
+        that length with a warning (the transcript must then be cut to match). Without
+        ``text`` the part used is transcribed by ``asr`` (default: the ``wer`` verifier's, in
+        ``language``), with a warning showing what it heard: see :func:`transcribe_clip`."""
+        if text is not None:
+            check_text(text, what="voice transcript")
         wav = audio_io.load(audio, codec.sample_rate, source_rate=source_rate, min_seconds=MIN_VOICE_SECONDS)
         limit = int(max_seconds * codec.sample_rate)
         if len(wav) > limit:
-            warnings.warn(
-                f"voice clip is {len(wav) / codec.sample_rate:.1f} s; only its first {max_seconds:g} s fit the "
-                "context and are used: make sure the transcript covers only that part",
-                stacklevel=2,
-            )
+            if text is not None:
+                warnings.warn(
+                    f"voice clip is {len(wav) / codec.sample_rate:.1f} s; only its first {max_seconds:g} s fit the "
+                    "context and are used: make sure the transcript covers only that part",
+                    stacklevel=2,
+                )
             wav = wav[:limit]
         if name is None:
             name = Path(audio).stem if isinstance(audio, (str, Path)) else "voice"
+        transcribed = text is None
+        if transcribed:
+            text = transcribe_clip(wav, asr, language=language, what=f"voice clip '{name}'")
         return cls(
             codes=np.asarray(codec.encode(wav), dtype=np.int64),
             text=text,
             name=name,
             codebook_size=codec.codebook_size,
             frame_rate=codec.sample_rate / codec.hop_length,
+            transcribed=transcribed,
         )
 
     def save(self, path: str | Path) -> Path:
@@ -117,6 +162,8 @@ class Voice:
             "frame_rate": self.frame_rate,
             "codes": self.codes.tolist(),
         }
+        if self.transcribed:
+            profile["transcribed"] = True
         path.write_text(json.dumps(profile, ensure_ascii=False))
         return path
 
@@ -143,6 +190,7 @@ class Voice:
             name=profile.get("name", path.stem),
             codebook_size=profile.get("codebook_size"),
             frame_rate=float(profile.get("frame_rate", 50.0)),
+            transcribed=bool(profile.get("transcribed", False)),
         )
 
 
@@ -215,12 +263,26 @@ class Synthesizer:
         return cls(lm, tokenizer, codec)
 
     # ----------------------------------------------------------------- voices and prompts
-    def voice(self, audio: audio_io.AudioLike, text: str, *, name: str | None = None, source_rate: int | None = None) -> Voice:
-        """Encode a reference clip once; pass the result to :meth:`tts` as often as needed."""
+    def voice(
+        self,
+        audio: audio_io.AudioLike,
+        text: str | None = None,
+        *,
+        name: str | None = None,
+        source_rate: int | None = None,
+        asr=None,
+        language: str = "en",
+    ) -> Voice:
+        """Encode a reference clip once; pass the result to :meth:`tts` as often as needed.
+        Without ``text`` the clip is transcribed (``asr``, ``language``: see :meth:`Voice.from_audio`)."""
         max_seconds = min(MAX_VOICE_SECONDS, self.context_length // 2 / self.frame_rate)
         if isinstance(text, str):
             self.frontend.check(text, what="voice transcript")
-        return Voice.from_audio(self.codec, audio, text, name=name, source_rate=source_rate, max_seconds=max_seconds)
+        voice = Voice.from_audio(self.codec, audio, text, name=name, source_rate=source_rate, max_seconds=max_seconds,
+                                 asr=asr, language=language)  # fmt: skip
+        if voice.transcribed:
+            self.frontend.check(voice.text, what="the ASR's transcript of the voice clip")
+        return voice
 
     def _check_voice(self, voice: Voice | None) -> None:
         if voice is not None and voice.codebook_size not in (None, self.vocab.codebook_size):

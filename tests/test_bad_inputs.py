@@ -164,7 +164,7 @@ CLI_CASES = [
     case(f"tts Hello. -o {{r}}/o.wav --search beam --expand 0 {M}", r"expand must be at least 1"),
     # --- llasa tts: voices
     case(f"tts Hello. -o {{r}}/o.wav --voice nobody {M}", r"--voice 'nobody' is neither a file nor a named voice"),
-    case(f"tts Hello. -o {{r}}/o.wav --voice {{r}}/clip.wav {M}", r"--voice-text is required"),
+    case(f"tts Hello. -o {{r}}/o.wav --voice {{r}}/nowhere.wav {M}", r"--voice '.*nowhere.wav': no such file"),
     case(f"tts Hello. -o {{r}}/o.wav --voice-text Words. {M}", r"--voice-text needs --voice"),
     case(f"tts Hello. -o {{r}}/o.wav --voice {{r}}/notaudio.wav --voice-text Words. {M}", r"notaudio.wav': unreadable audio"),
     case(f"tts Hello. -o {{r}}/o.wav --voice {{r}}/short.wav --voice-text Words. {M}", r"shorter than the 1 s minimum"),
@@ -200,7 +200,7 @@ CLI_CASES = [
     case("voice create {r}/clip.wav --text '' -o {r}/v.json --codec {r}/codec", r"transcript\) is empty"),
     case("voice create {r}/clip.wav --text Words. -o {r}/afile/v.json --codec {r}/codec", r"afile' is a file"),
     case("voice create {r}/clip.wav --text Words. -o {r}/v.json --codec {r}/codec_trunc", r"corrupt or truncated", early=False),
-    case("voice create {r}/clip.wav -o {r}/v.json", r"the following arguments are required: --text"),
+    case("voice create {r}/clip.wav --text Words. --wer-model {r}/lm -o {r}/v.json", r"--wer-model transcribes a clip given without --text"),
     # --- llasa codec
     case("codec encode {r}/nowhere.wav -o {r}/c.npy --codec {r}/codec", r"nowhere.wav': no such file"),
     case("codec encode {r}/notaudio.wav -o {r}/c.npy --codec {r}/codec", r"unreadable audio"),

@@ -15,8 +15,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "llasa"
 
-# Bottom to top. Speech flows audio -> codec -> lm -> tts, verifiers judge it and search picks
-# among candidates, serve puts it behind HTTP; corpora (data) feed training; evaluation measures
+# Bottom to top. Speech flows audio -> codec -> lm -> tts; verifiers judge audio against text
+# alone, below tts, which borrows the wer verifier's ASR to transcribe a voice clip given without
+# its transcript; search picks among candidates, serve puts it behind HTTP; corpora (data) feed training; evaluation measures
 # all of it, and `llasa.cli` gathers every layer's verbs. A `cli` module belongs to the layer it
 # drives: `llasa.codec.cli` may import the codec layer and below, never a higher one.
 LAYERS = {
@@ -24,8 +25,8 @@ LAYERS = {
              "llasa.extras", "llasa.hardware"],  # fmt: skip
     "codec": ["llasa.codec"],
     "lm": ["llasa.lm"],
-    "tts": ["llasa.tts"],
     "verify": ["llasa.verify"],
+    "tts": ["llasa.tts"],
     "search": ["llasa.search"],
     "serve": ["llasa.serve"],
     "data": ["llasa.data"],

@@ -122,6 +122,79 @@ def test_voice_clip_limits(random_synth, codec):
         random_synth.voice(long[:16000 * 2], "", source_rate=16000)
 
 
+class HeardASR:
+    """An ASR that hears ``text`` in every clip and records what it was asked."""
+
+    languages = frozenset({"en"})
+
+    def __init__(self, text="words the asr heard"):
+        self.text, self.calls = text, []
+
+    def transcribe(self, wavs, language):
+        self.calls.append(([len(w) for w in wavs], language))
+        return [self.text for _ in wavs]
+
+
+@pytest.fixture
+def wer_asr(monkeypatch):
+    """The `wer` verifier, as get_verifier builds it, with a HeardASR for its ASR."""
+    from llasa.verify import registry
+
+    asr = HeardASR()
+    verifier = type("WER", (), {"asr": asr})
+    monkeypatch.setitem(registry._REGISTERED, "wer", lambda **kwargs: verifier)
+    return asr
+
+
+def test_a_clip_without_transcript_is_transcribed_by_the_wer_verifiers_asr(random_synth, wer_asr, tmp_path):
+    clip = (0.1 * np.sin(np.linspace(0, 1e5, 16000 * 25))).astype(np.float32)
+    with pytest.warns(UserWarning, match='the ASR heard: "words the asr heard".*a checked transcript clones better'):
+        voice = random_synth.voice(clip, source_rate=16000)
+    # only the part of the clip that is used is transcribed (so no warning to cut the transcript)
+    assert wer_asr.calls == [([20 * 16000], "en")]
+    assert (voice.text, voice.transcribed) == ("words the asr heard", True)
+    assert Voice.load(voice.save(tmp_path / "heard.json")).transcribed
+    given = random_synth.voice(clip[: 16000 * 2], "Given words.", source_rate=16000)
+    assert not given.transcribed and not Voice.load(given.save(tmp_path / "given.json")).transcribed
+    # an ASR passed in is used instead, in the language asked for
+    other = HeardASR("other words")
+    other.languages = frozenset({"en", "de"})
+    with pytest.warns(UserWarning, match="other words"):
+        assert random_synth.voice(clip[: 16000 * 2], source_rate=16000, asr=other, language="de").text == "other words"
+    assert other.calls == [([32000], "de")] and len(wer_asr.calls) == 1
+
+
+def test_transcription_failures_name_the_clip_and_the_way_out(random_synth, wer_asr, monkeypatch):
+    import sys
+
+    from llasa.extras import MissingExtra
+    from llasa.verify import registry
+
+    clip = (0.1 * np.sin(np.linspace(0, 1e4, 16000 * 2))).astype(np.float32)
+    with pytest.raises(ValueError, match="voice clip 'mine': the ASR .* heard no words in it: give the clip's transcript"):
+        random_synth.voice(clip, source_rate=16000, name="mine", asr=HeardASR("  "))
+    with pytest.raises(ValueError, match="does not recognise language 'zh' .*give the clip's transcript"):
+        random_synth.voice(clip, source_rate=16000, language="zh")
+    monkeypatch.delitem(registry._REGISTERED, "wer")  # the built-in verifier again, its package gone
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)
+    with pytest.raises(MissingExtra, match=r"transcribing a voice clip .* needs an ASR: .*pip install 'llasa\[verify\]'"):
+        random_synth.voice(clip, source_rate=16000)
+
+
+def test_pocketsphinx_transcribes_a_recorded_clip(random_synth):
+    """The default ASR end to end on real speech (Debian's pocketsphinx-testdata, when installed)."""
+    pytest.importorskip("pocketsphinx")
+    from pathlib import Path
+
+    clip = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
+    if not clip.is_file():
+        pytest.skip("pocketsphinx-testdata is not installed")
+    with pytest.warns(UserWarning, match="the ASR heard"):
+        voice = random_synth.voice(clip)
+    # the truth is "he was not an ill disposed young man"
+    assert len({"was", "not", "young", "man"} & set(voice.text.split())) >= 3, voice.text
+
+
 def test_bad_voice_files(tmp_path):
     with pytest.raises(ValueError, match="no such voice profile"):
         Voice.load(tmp_path / "nope.json")
@@ -281,7 +354,28 @@ def test_cli_needs_model_and_transcript(tmp_path, model_dirs, no_builtin_model):
         args.handler(args)
     args = parse(["tts", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(lm_dir), "--codec", str(codec_dir),
                   "--voice", str(tmp_path / "ref.wav")])  # fmt: skip
-    with pytest.raises(ValueError, match="--voice-text is required"):
+    with pytest.raises(ValueError, match="--voice '.*ref.wav': no such file"):
+        args.handler(args)
+
+
+def test_cli_clones_a_clip_without_its_transcript(tmp_path, model_dirs, wer_asr, capsys):
+    lm_dir, codec_dir = model_dirs
+    clip = tmp_path / "ref.wav"
+    sf.write(clip, (0.1 * np.sin(np.linspace(0, 3000, 32000))).astype(np.float32), 16000)
+    out = tmp_path / "cloned.wav"
+    args = parse(["tts", TEXT, "-o", str(out), "--model", str(lm_dir), "--codec", str(codec_dir), "--voice", str(clip),
+                  "--seed", "1"])  # fmt: skip
+    with pytest.warns(UserWarning, match="the ASR heard"):
+        assert args.handler(args) == 0
+    assert out.exists() and wer_asr.calls == [([32000], "en")]
+    profile = tmp_path / "heard.json"
+    args = parse(["voice", "create", str(clip), "-o", str(profile), "--codec", str(codec_dir)])
+    with pytest.warns(UserWarning, match="a checked transcript clones better"):
+        assert args.handler(args) == 0
+    assert 'transcript heard by the ASR: "words the asr heard"' in capsys.readouterr().out
+    assert Voice.load(profile).text == "words the asr heard" and Voice.load(profile).transcribed
+    args = parse(["voice", "create", str(clip), "-o", str(profile), "--text", "Hi.", "--wer-model", "x"])
+    with pytest.raises(ValueError, match="--wer-model transcribes a clip given without --text"):
         args.handler(args)
 
 

@@ -29,8 +29,9 @@ def add_commands(subparsers) -> None:
     tts.add_argument("--model", help="Llasa model: hub id (HKUSTAudio/Llasa-1B) or local directory")
     tts.add_argument("--codec", help="X-codec2 codec: hub id or local directory")
     tts.add_argument("--voice", help="a named voice (`llasa voices`), a voice profile (.json) from `llasa voice create`, "
-                     "or a reference clip to clone (with --voice-text); default: the model's own voice")
-    tts.add_argument("--voice-text", help="transcript of the reference clip (required with a clip)")
+                     "or a reference clip to clone; default: the model's own voice")
+    tts.add_argument("--voice-text", help="transcript of the reference clip (recommended: without it the clip is "
+                     "transcribed by the wer verifier's ASR, --wer-model, and its mistakes are cloned too)")
     tts.add_argument("--seed", type=int, help="random seed (0 to 2**64-1), for reproducible output")
     tts.add_argument("-n", type=int, help=f"number of candidates (default 1, at most {MAX_CANDIDATES}); with n > 1 files "
                      "are named OUT-0.wav, OUT-1.wav, ...; with --search best-of-n the number searched (default 8)")  # fmt: skip
@@ -49,7 +50,11 @@ def add_commands(subparsers) -> None:
     voice_sub = voice.add_subparsers(dest="voice_command", metavar="ACTION", required=True)
     create = voice_sub.add_parser("create", help="encode a reference clip and its transcript into a profile")
     create.add_argument("audio", help="reference clip (at least 1 s; up to 20 s are used)")
-    create.add_argument("--text", required=True, help="transcript of the clip")
+    create.add_argument("--text", help="transcript of the clip (recommended: without it the clip is transcribed by "
+                        "the wer verifier's ASR, and its mistakes are cloned too)")
+    create.add_argument("--wer-model", help="without --text: Whisper checkpoint directory that transcribes the clip "
+                        "(default PocketSphinx, English)")
+    create.add_argument("--language", default="en", help="without --text: the language the clip speaks (default en)")
     create.add_argument("-o", "--output", required=True, help="voice profile to write (.json)")
     create.add_argument("--codec", help="X-codec2 codec: hub id or local directory (the model's codec)")
     create.add_argument("--name", help="voice name (default: the clip's file name)")
@@ -60,7 +65,7 @@ def run_tts(args: argparse.Namespace) -> int:
     from llasa import audio
     from llasa.defaults import codec_or_default, model_or_default
     from llasa.lm.prompt import check_text
-    from llasa.tts import MIN_VOICE_SECONDS, Synthesizer
+    from llasa.tts import MIN_VOICE_SECONDS, Synthesizer, speech_recognizer
 
     model, codec = model_or_default(args.model), codec_or_default(args.codec)
     check_text(args.text)
@@ -76,8 +81,9 @@ def run_tts(args: argparse.Namespace) -> int:
     check_generation_args(args)
     if args.voice_text and not args.voice:
         raise ValueError("--voice-text needs --voice (the clip it transcribes)")
-    # a clip to clone is read before the model loads, so a bad clip fails at once
-    clip = audio.load(args.voice, min_seconds=MIN_VOICE_SECONDS) if args.voice and args.voice_text is not None else None
+    # a clip to clone is read before the model loads, so a bad clip (or a missing ASR) fails at once
+    clip = audio.load(args.voice, min_seconds=MIN_VOICE_SECONDS) if is_clip(args.voice, args.voice_text) else None
+    asr = speech_recognizer(args.wer_model) if clip is not None and args.voice_text is None else None
     if args.scores and args.search is None:
         raise ValueError("--scores needs --search (it writes the candidates' verifier scores)")
     output = audio.check_output(args.output)
@@ -86,7 +92,8 @@ def run_tts(args: argparse.Namespace) -> int:
     searcher = searcher_from_args(args)
     synth = Synthesizer.from_pretrained(model, codec, device=args.device)
     if clip is not None:
-        voice = synth.voice(clip, args.voice_text, name=Path(args.voice).stem, source_rate=audio.SAMPLE_RATE)
+        voice = synth.voice(clip, args.voice_text, name=Path(args.voice).stem, source_rate=audio.SAMPLE_RATE, asr=asr,
+                            language=args.language)  # fmt: skip
     if searcher is not None and searcher.voice_verifiers and voice is None:
         raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
     params = sampling_from_args(args, synth)
@@ -108,24 +115,36 @@ def run_tts(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_clip(voice: str | None, voice_text: str | None) -> bool:
+    """Whether --voice names a clip to clone: it comes with --voice-text, or it is an existing
+    file that is neither a .json profile nor (first) the name of a shipped voice."""
+    from llasa.defaults import named_voices
+
+    if voice is None:
+        return False
+    if voice_text is not None:
+        return True
+    return Path(voice).suffix.lower() != ".json" and voice not in named_voices() and Path(voice).is_file()
+
+
 def resolve_voice(voice: str | None, voice_text: str | None, synth, model_dir: str):
-    """--voice as a clip (+ --voice-text), a .json profile, or the name of a shipped voice;
-    without --voice, the model's default voice if it ships voices (llasa.defaults)."""
+    """--voice as a clip (+ --voice-text, else transcribed), a .json profile, or the name of a
+    shipped voice; without --voice, the model's default voice if it ships voices (llasa.defaults)."""
     from llasa.defaults import default_voice_name, model_voices, named_voices
     from llasa.tts import Voice
 
     if voice is None:
         name = default_voice_name(model_dir)
         return Voice.load(model_voices(model_dir)[name]) if name else None
-    if voice_text is not None:
+    if is_clip(voice, voice_text):
         return synth.voice(voice, voice_text)
     if Path(voice).suffix.lower() == ".json":
         return Voice.load(voice)
     names = named_voices()
     if voice in names:
         return Voice.load(names[voice])
-    if Path(voice).exists() or Path(voice).suffix or "/" in voice:  # a clip, not a name
-        raise ValueError("--voice-text is required with a voice clip (its transcript); or pass a .json voice profile")
+    if Path(voice).suffix or "/" in voice:  # meant as a file
+        raise ValueError(f"--voice {voice!r}: no such file (a reference clip or a .json voice profile)")
     known = ", ".join(names) or "none are installed"
     raise ValueError(f"--voice {voice!r} is neither a file nor a named voice (named voices: {known}; see `llasa voices`)")
 
@@ -151,15 +170,21 @@ def run_voice_create(args: argparse.Namespace) -> int:
     from llasa.codec import Codec
     from llasa.defaults import codec_or_default
     from llasa.lm.prompt import check_text
-    from llasa.tts import MIN_VOICE_SECONDS, Voice
+    from llasa.tts import MIN_VOICE_SECONDS, Voice, speech_recognizer
 
     name = codec_or_default(args.codec)
-    check_text(args.text, what="--text (the clip's transcript)")
+    if args.text is not None:
+        check_text(args.text, what="--text (the clip's transcript)")
+        if args.wer_model is not None:
+            raise ValueError("--wer-model transcribes a clip given without --text: drop one of them")
     audio.check_writable(args.output)
-    # the clip is read before the codec loads, so a bad clip fails at once
+    # the clip is read before the codec loads, so a bad clip (or a missing ASR) fails at once
     wav = audio.load(args.audio, min_seconds=MIN_VOICE_SECONDS)
+    asr = speech_recognizer(args.wer_model) if args.text is None else None
     codec = Codec.from_pretrained(name)
-    voice = Voice.from_audio(codec, wav, args.text, name=args.name or Path(args.audio).stem, source_rate=audio.SAMPLE_RATE)
+    voice = Voice.from_audio(codec, wav, args.text, name=args.name or Path(args.audio).stem, source_rate=audio.SAMPLE_RATE,
+                             asr=asr, language=args.language)  # fmt: skip
     path = voice.save(args.output)
-    print(f"{path}: voice '{voice.name}', {voice.seconds:.1f} s, {len(voice.codes)} codes")
+    heard = f", transcript heard by the ASR: \"{voice.text}\"" if voice.transcribed else ""
+    print(f"{path}: voice '{voice.name}', {voice.seconds:.1f} s, {len(voice.codes)} codes{heard}")
     return 0

@@ -29,6 +29,7 @@ import hmac
 import logging
 import struct
 import time
+import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,8 @@ class SearchRunner:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llasa-search")
         self._pending = 0
 
-    async def run(self, work, timeout: float):
+    async def run(self, work, timeout: float, *, what: str = "search"):
+        """``work()`` on the search thread; its errors of bad input become 400 naming ``what``."""
         if self._pending > self.queue_size:
             raise HTTPException(429, f"the server is busy: {self._pending} searches are running or waiting; retry later",
                                 headers={"Retry-After": "5"})  # fmt: skip
@@ -167,10 +169,12 @@ class SearchRunner:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except asyncio.TimeoutError:
-            raise HTTPException(504, f"the search timed out after {timeout:g} s") from None
+            raise HTTPException(504, f"the {what} timed out after {timeout:g} s") from None
+        except HTTPException:
+            raise
         except (ValueError, KeyError, ImportError) as exc:  # bad settings, unknown or uninstalled verifiers
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise HTTPException(400, f"search: {message}") from None
+            raise HTTPException(400, f"{what}: {message}") from None
         finally:
             self._pending -= 1
 
@@ -203,6 +207,7 @@ def create_app(
 
     app = FastAPI(title="Llasa speech API", version="1", lifespan=lifespan, description=__doc__)
     app.state.backend, app.state.voices, app.state.synth, app.state.api_key = backend, voices, synth, api_key
+    app.state.searches = searches
     app.add_middleware(_BodyLimit, max_bytes=limits.max_upload_bytes + 2**16)
 
     @app.exception_handler(HTTPException)
@@ -255,7 +260,10 @@ def create_app(
     @app.post("/v1/voices", dependencies=protected)
     @app.post("/v1/audio/voices", dependencies=protected, include_in_schema=False)
     async def create_voice(request: Request):
-        """Multipart: the clip as ``file`` (or OpenAI's ``audio_sample``), its transcript as ``text``, an optional ``name``."""
+        """Multipart: the clip as ``file`` (or OpenAI's ``audio_sample``), its transcript as ``text``, an optional ``name``.
+        Without ``text`` the clip is transcribed by the server's ASR (the ``wer`` verifier's); the voice
+        object returned says so (``"transcribed": true``) and holds the transcript used (``text``): a
+        checked transcript clones better."""
         try:
             form = await request.form(max_files=1, max_fields=8)
         except HTTPException:
@@ -267,14 +275,21 @@ def create_app(
         name = form.get("name") or None
         if not isinstance(clip, UploadFile):
             raise HTTPException(400, "upload the reference clip as the multipart file field 'file'")
-        if not isinstance(text, str) or not text.strip():
-            raise HTTPException(400, "the field 'text' (the transcript of the clip) is required")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise HTTPException(400, "the field 'text' (the transcript of the clip) is empty: send the transcript, or "
+                                "leave the field out to have the clip transcribed")  # fmt: skip
         data = await clip.read(limits.max_upload_bytes + 1)
         if len(data) > limits.max_upload_bytes:
             raise HTTPException(413, f"the clip is larger than the {limits.max_upload_bytes / 2**20:.1f} MiB limit")
         if name is not None and (not isinstance(name, str) or len(name) > 128):
             raise HTTPException(400, "'name' must be text of at most 128 characters")
-        voice = await run_in_threadpool(_encode_voice, synth, data, text, name or Path(clip.filename or "voice").stem[:128], limits)
+        name = name or Path(clip.filename or "voice").stem[:128]
+        if text is None:
+            # the ASR is the search's wer verifier's (a model held once): both run on the search thread
+            voice = await searches.run(lambda: _encode_voice(synth, data, None, name, limits, asr=_asr(searches)),
+                                       limits.timeout, what="voice transcription")  # fmt: skip
+        else:
+            voice = await run_in_threadpool(_encode_voice, synth, data, text, name, limits)
         try:
             return voices.add(voice).describe()
         except OverflowError as exc:
@@ -367,10 +382,26 @@ def _voice(voices: VoiceStore, voice_id: str):
         raise HTTPException(400, f"unknown voice '{voice_id}': use 'default' or an id from GET /v1/voices") from None
 
 
-def _encode_voice(synth: Synthesizer, data: bytes, text: str, name: str, limits: Limits):
+def _asr(searches: SearchRunner):
+    """The ASR of the wer verifier that searches use (loaded once, kept in their cache)."""
+    from llasa.extras import MissingExtra
+    from llasa.verify import get_verifier
+
+    if "wer" not in searches.verifier_cache:
+        searches.verifier_cache["wer"] = get_verifier("wer")
+    try:
+        return searches.verifier_cache["wer"].asr
+    except MissingExtra as exc:
+        raise HTTPException(400, f"send the clip's transcript as the field 'text': this server has no ASR to transcribe "
+                            f"it ({exc})") from None  # fmt: skip
+
+
+def _encode_voice(synth: Synthesizer, data: bytes, text: str | None, name: str, limits: Limits, *, asr=None):
     try:
         wav = audio_io.load(data, synth.sample_rate, min_seconds=MIN_VOICE_SECONDS, max_seconds=limits.max_clip_seconds)
-        return synth.voice(wav, text, name=name, source_rate=synth.sample_rate)
+        with warnings.catch_warnings():  # the response says the transcript was heard, not given
+            warnings.simplefilter("ignore", UserWarning)
+            return synth.voice(wav, text, name=name, source_rate=synth.sample_rate, asr=asr)
     except ValueError as exc:  # AudioError included: unreadable, empty, too short or too long
         raise HTTPException(400, str(exc)) from None
 

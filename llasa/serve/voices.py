@@ -40,6 +40,7 @@ class StoredVoice:
             "created_at": self.created_at,
             "name": voice.name if voice else "model default (no reference voice)",
             "text": voice.text if voice else None,
+            "transcribed": voice.transcribed if voice else False,  # the text is what an ASR heard, unchecked
             "seconds": round(voice.seconds, 2) if voice else 0.0,
             "builtin": self.builtin,
         }
