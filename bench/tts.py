@@ -4,7 +4,10 @@ rtf = wall time / seconds of audio produced, for a 10-word sentence (< 1 is fast
 time), measured over a few seeded runs after a warm-up; the LM and codec shares are reported
 separately. Where the synthesizer prefills prompts through an fp32 copy (a bf16 model on a CPU
 without bf16 arithmetic: ``llasa.lm.model.prefill_copy``), the prompt's prefill is also timed
-without it, in the same process: ``prefill_speedup``. Prints one JSON line:
+without it, in the same process: ``prefill_speedup``. Streaming (``Synthesizer.stream``, what
+the server streams): ``first_audio_s``, the time from the call to the first audio piece, and
+``first_audio_ratio``, that over the time the whole synthesis (``tts``) takes; ``stream_overhead``
+= the stream's time to its last piece / the whole synthesis. Prints one JSON line:
 
     python bench/tts.py [--runs 5] [--threads 2] [--quick]
 
@@ -55,7 +58,7 @@ def main() -> None:
                 start = time.perf_counter()
                 who.decoder(sentence, voice, seed=run)  # the prompt's prefill only
                 prefill[key] += time.perf_counter() - start
-    lm_s = codec_s = audio_s = 0.0
+    lm_s = codec_s = audio_s = first_s = stream_s = 0.0
     for run in range(args.runs):
         start = time.perf_counter()
         codes = synth.decoder(sentence, voice, seed=run).run()
@@ -63,12 +66,21 @@ def main() -> None:
         wav = synth.decode(codes, voice)[0]
         end = time.perf_counter()
         lm_s, codec_s, audio_s = lm_s + mid - start, codec_s + end - mid, audio_s + len(wav) / synth.sample_rate
+        start = time.perf_counter()
+        pieces = synth.stream(sentence, voice, seed=run)
+        next(pieces)
+        first = time.perf_counter()
+        for _ in pieces:
+            pass
+        first_s, stream_s = first_s + first - start, stream_s + time.perf_counter() - start
     print(json.dumps({
         "bench": "tts", "words": len(sentence.split()), "runs": args.runs, "threads": args.threads, "quick": args.quick,
         "voice": name, "audio_s_per_run": round(audio_s / args.runs, 3),
         "rtf": round((lm_s + codec_s) / max(audio_s, 1e-9), 4),
         "lm_rtf": round(lm_s / max(audio_s, 1e-9), 4), "codec_rtf": round(codec_s / max(audio_s, 1e-9), 4),
         "tokens_per_s": round(audio_s * synth.frame_rate / max(lm_s, 1e-9), 1),
+        "first_audio_s": round(first_s / args.runs, 4), "first_audio_ratio": round(first_s / (lm_s + codec_s), 4),
+        "stream_overhead": round(stream_s / (lm_s + codec_s), 4),
         "mean_abs_amplitude": round(float(np.mean(np.abs(wav))), 4),
         "fp32_prefill": copied,
         "prefill_s": round(prefill["copy"] / args.runs, 4) if copied else None,

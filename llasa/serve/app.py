@@ -45,7 +45,6 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from llasa import audio as audio_io
-from llasa.codec.streaming import StreamingDecoder
 from llasa.lm.sampling import SamplingParams, check_seed
 from llasa.serve.scheduler import ChunkEnd, Codes, Done, Failed, Job, QueueFull, Scheduler
 from llasa.serve.voices import VoiceStore
@@ -409,7 +408,7 @@ def _encode_voice(synth: Synthesizer, data: bytes, text: str | None, name: str, 
 def _render(synth: Synthesizer, codes: list[np.ndarray], voice) -> np.ndarray:
     """As Synthesizer.tts joins chunks: decode with the voice as codec context, cross-fade.
     One chunk per call, as tts does (a batch of several would draw a progress bar in the log)."""
-    return audio_io.crossfade_concat([synth.decode([c], voice)[0] for c in codes], synth.sample_rate)
+    return synth.join([synth.decode([c], voice)[0] for c in codes])
 
 
 async def _events(job: Job, request: Request | None) -> AsyncIterator:
@@ -457,22 +456,26 @@ async def _stream(synth: Synthesizer, job: Job, fmt: str, voice: Voice | None) -
     async def body():
         if fmt == "wav":
             yield wav_stream_header(synth.sample_rate)
-        # the voice's codes lead every chunk, as in Synthesizer.decode: the codec hears the speaker
-        decoder = StreamingDecoder(synth.codec, context=voice.codes if voice is not None else None)
+        # the library's stream (Synthesizer.stream) over the scheduler's codes: the same audio
+        audio = synth.audio_stream(voice)
         pending = [first] if first is not None else []
         try:
             while True:
-                event = pending.pop() if pending else await anext(events)
+                try:
+                    event = pending.pop() if pending else await anext(events)
+                except StopAsyncIteration:
+                    pieces = await run_in_threadpool(audio.finish)
+                    event = None
                 if isinstance(event, Codes):
-                    chunks = await run_in_threadpool(decoder.push, event.codes)
+                    pieces = await run_in_threadpool(audio.push, event.codes)
                 elif isinstance(event, ChunkEnd):
-                    chunks = await run_in_threadpool(decoder.flush)
-                else:
+                    pieces = await run_in_threadpool(audio.end_chunk)
+                elif event is not None:
                     continue
-                for chunk in chunks:
-                    yield audio_io.encode_bytes(chunk, synth.sample_rate, "pcm")
-        except StopAsyncIteration:
-            return
+                for piece in pieces:
+                    yield audio_io.encode_bytes(piece, synth.sample_rate, "pcm")
+                if event is None:
+                    return
         except HTTPException as exc:  # headers are out: all a stream can do is end early
             log.warning("stream ended early: %s", exc.detail)
         finally:
