@@ -386,7 +386,8 @@ SERVER_CASES = [
                  id="upload not audio"),  # fmt: skip
     pytest.param(*upload({"file": ("x.wav", wav_bytes(sine(0.5)))}, {"text": "Words."}), 400, r"shorter than the 1 s",
                  id="upload too short"),  # fmt: skip
-    pytest.param(*upload({"file": ("x.wav", wav_bytes(sine(2.0)))}, {}), 400, r"'text'", id="upload without text"),
+    pytest.param(*upload({"file": ("x.wav", wav_bytes(sine(2.0)))}, {"text": ""}), 400, r"'text' .* is empty",
+                 id="upload with an empty text"),  # fmt: skip
     pytest.param(*upload(None, {"text": "Words."}), 400, r"file", id="upload without a file"),
     pytest.param(*upload({"file": ("x.wav", wav_bytes(sine(2.0)))}, {"text": "你好"}), 400, r"voice transcript has letters",
                  id="upload Chinese transcript"),  # fmt: skip

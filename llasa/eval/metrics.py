@@ -22,17 +22,19 @@ PESQ_FLOOR = 1.0
 class Metrics:
     """WER/CER, speaker similarity and (optionally) DNSMOS; each model loads on first use.
 
-    ``wer_model``: a Whisper checkpoint directory (default PocketSphinx, English only);
+    ``wer_model``, ``wer_asr``: the judge's ASR, a Whisper checkpoint directory and/or a backend
+    of the wer verifier (default: the strongest ASR installed, the wer verifier's own choice);
     ``sim_model``: a speaker-verification checkpoint (default Resemblyzer).
-    ``verifiers`` (by name) can be handed to a :class:`llasa.search.Searcher` as its cache.
+    ``verifiers`` (by name) are the judges; :meth:`search_cache` lends them to a search.
     """
 
-    def __init__(self, *, language: str = "en", wer_model: str | Path | None = None,
+    def __init__(self, *, language: str = "en", wer_model: str | Path | None = None, wer_asr: str | None = None,
                  sim_model: str | Path | None = None, dnsmos: bool = False):  # fmt: skip
         self.language = language
         self.metric = error_metric(language)  # "wer" or "cer"
+        self.wer_options = {key: value for key, value in (("model", wer_model), ("asr", wer_asr)) if value is not None}
         self.verifiers: dict[str, Verifier] = {
-            "wer": get_verifier("wer", model=wer_model),
+            "wer": get_verifier("wer", **self.wer_options),
             "sim": get_verifier("sim", model=sim_model),
         }
         if dnsmos:
@@ -42,6 +44,20 @@ class Metrics:
     @property
     def dnsmos(self) -> bool:
         return "dnsmos" in self.verifiers
+
+    @property
+    def asr_name(self) -> str:
+        """The ASR that judges intelligibility."""
+        return self.verifiers["wer"].asr_name
+
+    def search_cache(self, wer_options: dict | None = None) -> dict[str, Verifier]:
+        """Verifiers a search may reuse instead of loading its own: the judges, except the ASR
+        when the search's wer verifier is built otherwise (``wer_options``, its constructor
+        options); a search built like the judge shares its model, and :func:`judges` says so."""
+        if (wer_options or {}) == self.wer_options:
+            return dict(self.verifiers)
+        return {name: verifier for name, verifier in self.verifiers.items() if name != "wer"}
+
 
     def _score(self, name: str, wav: np.ndarray, request: VerifyRequest):
         verifier = self.verifiers[name]
@@ -71,6 +87,30 @@ class Metrics:
 
     def quality(self, wav: np.ndarray) -> float:
         return self._score("dnsmos", wav, VerifyRequest(text="", language=self.language)).total
+
+
+def search_verifiers(searcher) -> dict[str, Verifier]:
+    """The verifiers a search scores with, by name (the parts of a combination)."""
+    found = {}
+    for verifier in (searcher.verifier, searcher.final_verifier):
+        for part, _ in getattr(verifier, "parts", [(verifier, 1.0)]):
+            found[part.name] = part
+    return found
+
+
+def judges(metrics: Metrics, searcher=None) -> dict:
+    """Which ASR judged and which verified (None: no search, or one without wer); whether the
+    judge is the search's own verifier, for intelligibility (the same ASR) and for speaker
+    similarity (the same model). A gain judged by the verifier that chose the candidates
+    measures what it was optimised for, not the speech: it flatters the search."""
+    used = search_verifiers(searcher) if searcher is not None else {}
+    verifier_asr = used["wer"].asr_name if "wer" in used else None
+    return {
+        "judge_asr": metrics.asr_name,
+        "verifier_asr": verifier_asr,
+        "judge_is_verifier": verifier_asr == metrics.asr_name,
+        "sim_judge_is_verifier": used.get("sim") is metrics.verifiers["sim"],
+    }
 
 
 def stoi(reference: np.ndarray, degraded: np.ndarray) -> float:

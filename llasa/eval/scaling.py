@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from llasa.eval.lists import EvalItem
-from llasa.eval.metrics import Metrics
+from llasa.eval.metrics import Metrics, judges
 from llasa.eval.report import ResultLog, markdown_table
 from llasa.eval.tts import evaluate_tts, summarize_tts
 from llasa.extras import pyplot
@@ -29,15 +29,15 @@ from llasa.search import Searcher
 
 
 def searcher_for(strategy: str, size: int, *, expand: int = 2, step_tokens: int = 50, verifiers: str | None = None,
-                 verifier_cache: dict | None = None) -> Searcher:  # fmt: skip
+                 verifier_options: dict | None = None, verifier_cache: dict | None = None) -> Searcher:  # fmt: skip
     """The searcher of one point: ``size`` candidates (best-of-N) or ``size`` rows in flight (beam)."""
+    shared = dict(verifiers=verifiers, verifier_options=verifier_options, verifier_cache=verifier_cache)
     if strategy == "best-of-n":
-        return Searcher(strategy, verifiers=verifiers, n=size, verifier_cache=verifier_cache)
+        return Searcher(strategy, n=size, **shared)
     expand = min(expand, size)
     if size % expand:
         raise ValueError(f"size {size} is not a multiple of --expand {expand}: beam search keeps size / expand beams")
-    return Searcher(strategy, verifiers=verifiers, beam_width=size // expand, expand=expand, step_tokens=step_tokens,
-                    verifier_cache=verifier_cache)  # fmt: skip
+    return Searcher(strategy, beam_width=size // expand, expand=expand, step_tokens=step_tokens, **shared)
 
 
 def evaluate_scaling(
@@ -51,6 +51,7 @@ def evaluate_scaling(
     expand: int = 2,
     step_tokens: int = 50,
     verifiers: str | None = None,
+    wer_options: dict | None = None,
     params: SamplingParams | None = None,  # default: the model's own sampling
     seed: int = 0,
     progress: bool = True,
@@ -58,15 +59,18 @@ def evaluate_scaling(
     """Run every (strategy, size) point; returns the points (also in ``scaling.json``, ``scaling.md``, ``scaling.png``).
 
     ``verifiers``: the search verifiers of best-of-n and beam (default wer); the named recipe fixes
-    its own. The searches reuse the metric's models (``metrics.verifiers``), so each loads once.
+    its own. ``wer_options``: how the searches' wer verifier is built (``model``, ``asr``; default:
+    as the judge's, ``metrics``, which is then the verifier: the points say so). The searches
+    share the metric's models where they are the same (:meth:`Metrics.search_cache`), so each loads once.
     """
     outdir = Path(outdir)
     sizes = sorted(set(sizes))  # each point once, smallest first
+    cache = metrics.search_cache(wer_options)
     # all built first, so that a bad size fails before any work; best-of-N runs at its largest
     # size only, the smaller ones are read off its candidates
     searchers = [(s, size, searcher_for(s, size, expand=expand, step_tokens=step_tokens,
                                         verifiers=None if s == "prm-sim+orm-wer" else verifiers,
-                                        verifier_cache=metrics.verifiers))
+                                        verifier_options={"wer": wer_options or {}}, verifier_cache=cache))
                  for s in strategies for size in (sizes[-1:] if s == "best-of-n" else sizes)]  # fmt: skip
     points = []
     for strategy, size, searcher in searchers:
@@ -76,11 +80,13 @@ def evaluate_scaling(
                                nested=nested, progress=progress)  # fmt: skip
         for k in nested:
             points.append({"strategy": strategy, "size": k, "beam_width": None, "expand": None,
-                           **_nested_summary(folder, items, k, metrics.metric), "derived_from": size})  # fmt: skip
+                           **_nested_summary(folder, items, k, metrics.metric), **judges(metrics, searcher),
+                           "derived_from": size})  # fmt: skip
         points.append({"strategy": strategy, "size": size, "beam_width": searcher.beam_width if searcher.beam else None,
                        "expand": searcher.expand if searcher.beam else None, **summary})  # fmt: skip
     (outdir / "scaling.json").write_text(json.dumps(points, indent=1))
-    columns = ["strategy", "size", "tokens_per_item", metrics.metric, "sim", "dnsmos", "rtf", "failed"]
+    columns = ["strategy", "size", "tokens_per_item", metrics.metric, "sim", "dnsmos", "rtf", "failed", "verifier_asr",
+               "judge_asr", "judge_is_verifier"]  # fmt: skip
     (outdir / "scaling.md").write_text("# Inference-time scaling\n\n" + markdown_table(points, columns))
     plot_scaling(points, outdir / "scaling.png", metrics=[metrics.metric, "sim"] + (["dnsmos"] if metrics.dnsmos else []))
     return points

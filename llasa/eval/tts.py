@@ -8,6 +8,10 @@ its ground-truth recording (``reference_wav``), that is transcribed too, so "WER
 of the original audio" reads off the summary (``wer_original``, ``wer_increase``). Records go to
 ``results.jsonl`` as they are made, so a run resumes where it stopped. WER is averaged per
 utterance as in seed-tts-eval; the pooled (corpus) rate is reported too.
+
+The summary names the ASR that judged (``judge_asr``) and the one a search verified with
+(``verifier_asr``), and flags a judge that is the search's own verifier (``judge_is_verifier``;
+``sim_judge_is_verifier`` for the speaker model): a gain it measures is the verifier's own score.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from tqdm.auto import tqdm
 
 from llasa import audio as audio_io
 from llasa.eval.lists import EvalItem
-from llasa.eval.metrics import Metrics
+from llasa.eval.metrics import Metrics, judges
 from llasa.eval.report import ResultLog, as_original, mean, pooled_rate, write_summary
 from llasa.lm.sampling import SamplingParams, check_seed, offset_seed
 
@@ -63,6 +67,7 @@ def evaluate_tts(
     summary = summarize_tts(log.records([item.id for item in items]), metrics.metric)
     summary["strategy"] = searcher.strategy if searcher is not None else "sample"
     summary["sampling"] = ", ".join(f"{k} {v}" for k, v in asdict(params).items() if v is not None)
+    summary.update(judges(metrics, searcher))
     write_summary(outdir, summary, f"TTS evaluation: {outdir.name}")
     return summary
 

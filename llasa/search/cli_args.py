@@ -23,9 +23,23 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--expand", type=int, help="beam search: continuations per kept beam (default 4)")
     group.add_argument("--step-tokens", type=int, help="beam search: tokens between verifier calls (default 50 = 1 s)")
     group.add_argument("--max-tokens", type=int, help="budget: speech tokens sampled over all candidates")
-    group.add_argument("--wer-model", help="Whisper checkpoint directory for the wer verifier (default PocketSphinx)")
+    group.add_argument("--wer-model", help="Whisper checkpoint directory for the wer verifier (default: its own "
+                       "choice, the strongest ASR installed)")  # fmt: skip
+    group.add_argument("--wer-asr", choices=asr_backends(), help="the wer verifier's ASR backend (default: the "
+                       "model's kind, else the strongest installed)")  # fmt: skip
     group.add_argument("--sim-model", help="speaker-verification checkpoint for the sim verifier (default Resemblyzer)")
     group.add_argument("--language", default="en", help="language of the text, for the wer verifier (default en)")
+
+
+def asr_backends() -> tuple[str, ...]:
+    from llasa.verify.wer import ASR_BACKENDS
+
+    return ASR_BACKENDS
+
+
+def wer_options(model: str | None, asr: str | None) -> dict:
+    """Constructor options of the wer verifier (``get_verifier("wer", **options)``) from its flags."""
+    return {key: value for key, value in (("model", model), ("asr", asr)) if value is not None}
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +101,7 @@ def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None 
             raise ValueError(f"{', '.join(given)} apply to beam search, not best-of-n")
     beam = {k: v for k, v in (("beam_width", args.beam_width), ("expand", args.expand), ("step_tokens", args.step_tokens))
             if v is not None}  # fmt: skip
-    options = {name: {"model": model} for name, model in (("wer", args.wer_model), ("sim", args.sim_model)) if model}
+    options = {"wer": wer_options(args.wer_model, args.wer_asr), "sim": {"model": args.sim_model} if args.sim_model else {}}
     return Searcher(
         args.search,
         max_rows=MAX_CANDIDATES,
