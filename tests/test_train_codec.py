@@ -225,6 +225,10 @@ def test_stopped_run_resumes_exactly_like_an_uninterrupted_one(corpus, tmp_path)
     # the discriminators' schedule (the second registered) moved only on their 2 steps
     state = torch.load(tmp_path / "resumed" / "checkpoint-4" / "train_state" / "custom_checkpoint_1.pkl", weights_only=False)
     assert state["last_epoch"] == 2
+    other = _recipe(corpus, tmp_path / "resumed", max_steps=6)
+    other["discriminators"]["mpd"]["channels"] = 8
+    with pytest.raises(RuntimeError, match="checkpoint-4: its training state does not fit this recipe"):
+        train_codec(other)
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(corpus, tmp_path):

@@ -303,7 +303,11 @@ def fit(build: Callable[..., Recipe], config, *, resume: bool = True, max_steps:
     set_seed(args.seed)
     recipe = build(config, accelerator, resumed)
     if latest is not None:
-        accelerator.load_state(str(latest / STATE_DIR))
+        try:
+            accelerator.load_state(str(latest / STATE_DIR))
+        except (RuntimeError, FileNotFoundError, KeyError, ValueError) as exc:
+            raise RuntimeError(f"{latest}: its training state does not fit this recipe (another model, optimiser or "
+                               f"version wrote it: {exc}); use a new output_dir, or --no-resume") from exc  # fmt: skip
         accelerator.print(f"resuming from {latest} at step {resumed['step']}")
     progress = dict(resumed or recipe.start())
     step = progress["step"]
