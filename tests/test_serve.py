@@ -239,6 +239,35 @@ def test_search_is_llasa_search(client, synth, house, settings):
     np.testing.assert_array_equal(np.frombuffer(response.content, "<i2"), as_pcm16(expected))
 
 
+def test_search_returns_its_candidates_on_request(url, synth, house):
+    """return_candidates: JSON with every candidate's audio and scores, the chosen one marked."""
+    import base64
+
+    register_verifier("test-loudness", LoudnessVerifier, overwrite=True)
+    body = {"model": "tiny-llasa", "input": SHORT, "voice": "default", "response_format": "pcm", "n": 3,
+            "verifiers": "test-loudness", "seed": 11, "return_candidates": True}  # fmt: skip
+    response = httpx.post(f"{url}/v1/audio/speech", json=body, headers=AUTH, timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    answer = response.json()
+    expected = search(synth, SHORT, house, verifiers="test-loudness", seed=11, n=3)
+    decoded = lambda text: np.frombuffer(base64.b64decode(text), "<i2")  # noqa: E731
+    np.testing.assert_array_equal(decoded(answer["audio"]), as_pcm16(expected.audio))
+    assert (answer["object"], answer["format"], answer["sample_rate"], answer["strategy"]) == ("audio.speech.search", "pcm", 16000, "best-of-n")
+    (chunk,) = answer["chunks"]
+    assert [c["index"] for c in chunk["candidates"]] == [0, 1, 2]
+    assert [c["chosen"] for c in chunk["candidates"]] == [j == expected.chunks[0].chosen for j in range(3)]
+    for mine, theirs in zip(chunk["candidates"], expected.chunks[0].candidates):
+        assert mine["score"] == pytest.approx(theirs.score)
+        np.testing.assert_array_equal(decoded(mine["audio"]), as_pcm16(theirs.audio))
+    best = max(chunk["candidates"], key=lambda c: c["score"])
+    assert best["chosen"] and chunk["chosen"] == best["index"]
+
+    plain = httpx.post(f"{url}/v1/audio/speech", json={**body, "return_candidates": False}, headers=AUTH, timeout=60)
+    assert plain.headers["content-type"].startswith("audio/L16")  # the default stays OpenAI's binary answer
+    alone = httpx.post(f"{url}/v1/audio/speech", json={**body, "n": None, "verifiers": None}, headers=AUTH, timeout=60)
+    assert alone.status_code == 400 and "also send n, strategy or verifiers" in alone.json()["error"]["message"]
+
+
 # ------------------------------------------------------------------------------- voices
 def test_voice_lifecycle(client, url, synth, dirs):
     clip = wav_bytes(sine(2.0, 22050), 22050)

@@ -18,15 +18,20 @@ Choices a client should know (also in the API's OpenAPI page at /docs):
 * search: ``n``, ``strategy`` (best-of-n, beam, prm-sim+orm-wer), ``verifiers`` ("wer",
   "sim:1,wer:0.5", a list or a name -> weight map), ``beam_width``, ``expand``, ``step_tokens``
   as extra body fields run :class:`llasa.search.Searcher`. Searches run one at a time on their
-  own thread beside the decoding batch, and return whole audio (no streaming).
+  own thread beside the decoding batch, and return whole audio (no streaming). With
+  ``return_candidates: true`` a search answers JSON instead: the chosen audio and, per text
+  chunk, every candidate with its audio (base64, in ``response_format``), its scores and
+  whether it was chosen (``SearchResult.to_dict`` plus the audio).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import hmac
 import logging
+import math
 import struct
 import time
 import warnings
@@ -96,6 +101,7 @@ class SpeechRequest(BaseModel):
     beam_width: int | None = None
     expand: int | None = None
     step_tokens: int | None = None
+    return_candidates: bool = False
 
     def search_settings(self) -> dict | None:
         """The Searcher arguments this request sets, or None when it asks for no search."""
@@ -335,11 +341,15 @@ def create_app(
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         settings = body.search_settings()
+        if body.return_candidates and settings is None:
+            raise HTTPException(400, "return_candidates lists a search's candidates: also send n, strategy or verifiers")
         if settings is not None:
             if stream:
                 raise HTTPException(400, "search picks among whole candidates, so it cannot stream: send stream: false")
-            wav = await _search(searches, synth, body.input, voice, settings, params, body.seed, limits)
-            return Response(audio_io.encode_bytes(wav, synth.sample_rate, fmt), media_type=FORMATS[fmt])
+            found = await _search(searches, synth, body.input, voice, settings, params, body.seed, limits)
+            if body.return_candidates:
+                return JSONResponse(await run_in_threadpool(_candidates, found, fmt))
+            return Response(audio_io.encode_bytes(found.audio, synth.sample_rate, fmt), media_type=FORMATS[fmt])
 
         job = Job([synth.prompt(c, voice) for c in chunks], [synth.max_new_tokens(c) for c in chunks], params,
                   seed=body.seed, minimums=[synth.min_new_tokens(c) for c in chunks], timeout=limits.timeout)  # fmt: skip
@@ -362,7 +372,8 @@ def create_app(
     return app
 
 
-async def _search(searches: SearchRunner, synth, text, voice, settings: dict, params, seed, limits: Limits) -> np.ndarray:
+async def _search(searches: SearchRunner, synth, text, voice, settings: dict, params, seed, limits: Limits):
+    """The :class:`llasa.search.SearchResult` of the request's search."""
     try:
         from llasa.search import Searcher
     except ImportError as exc:
@@ -371,7 +382,33 @@ async def _search(searches: SearchRunner, synth, text, voice, settings: dict, pa
         searcher = Searcher(**settings, verifier_cache=searches.verifier_cache, max_rows=limits.max_search_rows)
     except (ValueError, KeyError, ImportError) as exc:
         raise HTTPException(400, f"search: {exc.args[0] if exc.args else exc}") from None
-    return await searches.run(lambda: searcher(synth, text, voice, params=params, seed=seed).audio, limits.timeout)
+    return await searches.run(lambda: searcher(synth, text, voice, params=params, seed=seed), limits.timeout)
+
+
+def _candidates(found, fmt: str) -> dict:
+    """A search's answer as JSON: the chosen audio, and every candidate of every chunk with its
+    audio and scores (a score that is not a number, as a candidate no verifier could judge, is null)."""
+
+    def encoded(wav: np.ndarray) -> str:
+        return base64.b64encode(audio_io.encode_bytes(wav, found.sample_rate, fmt)).decode("ascii")
+
+    report = _finite(found.to_dict())
+    for chunk, described in zip(found.chunks, report["chunks"]):
+        for j, (candidate, entry) in enumerate(zip(chunk.candidates, described["candidates"])):
+            entry.update(index=j, chosen=j == chunk.chosen, audio=encoded(candidate.audio))
+    return {"object": "audio.speech.search", "format": fmt, "media_type": FORMATS[fmt], "sample_rate": found.sample_rate,
+            "audio": encoded(found.audio), **report}  # fmt: skip
+
+
+def _finite(value):
+    """``value`` with NaN and infinities as None: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _voice(voices: VoiceStore, voice_id: str):
