@@ -5,19 +5,21 @@ that no model here was trained on.
 Clips: Debian's pocketsphinx-testdata (``/usr/share/pocketsphinx/test/data``): 5 LibriVox clips
 of one reader (3-7 s, prose) and 5 of another speaker saying playing cards (1-3.5 s), with their
 transcripts. Each clip becomes two voices: one with its true transcript, one with what the
-`wer` verifier's ASR hears (PocketSphinx; --asr-model for a Whisper checkpoint). Both voices
+`wer` verifier's ASR hears (its own choice, the strongest installed; --asr names a backend,
+--asr-model a Whisper checkpoint), as `Synthesizer.voice(clip)` transcribes it. Both voices
 speak the same held-out sentences (bench/peer_sentences.txt) with the built-in model, sentence
 j under seed j, so the pairs differ only in the transcript.
 
 Figures: transcript_wer (the ASR's transcripts against the truth, pooled over the clips); per
 voice kind ("given", "heard"): sim, Resemblyzer cosine between each output and its reference
-clip (mean), and wer, the outputs' WER pooled over all sentences, judged by Whisper tiny.en
-through faster-whisper when installed (bench/peer.py's judge), else PocketSphinx (then the
-judge is the transcriber: "judge_is_transcriber"). sim_cost = given.sim - heard.sim and
-wer_cost = heard.wer - given.wer: positive is what the missing transcript costs. A clip whose
-transcript the ASR gets exactly right is spoken once and counts for both. Prints one JSON line:
+clip (mean), and wer, the outputs' WER pooled over all sentences, judged by the strongest ASR
+installed (the wer verifier's default: Whisper tiny.en through faster-whisper, else
+PocketSphinx; "judge_is_transcriber" when it also transcribed the clips). sim_cost =
+given.sim - heard.sim and wer_cost = heard.wer - given.wer: positive is what the missing
+transcript costs. A clip whose transcript the ASR gets exactly right is spoken once and counts
+for both. Prints one JSON line:
 
-    python bench/clone.py [--sentences 3] [--clips DIR] [--asr-model DIR] [--details FILE.jsonl] [--quick]
+    python bench/clone.py [--sentences 3] [--clips DIR] [--asr BACKEND] [--asr-model DIR] [--details FILE.jsonl] [--quick]
 
 --quick: the first clip, one sentence (checks that the bench runs; its figures mean nothing);
 without pocketsphinx-testdata it reports itself skipped rather than failing.
@@ -40,7 +42,9 @@ from llasa.defaults import default_codec_path, default_model_path
 from llasa.tts import Synthesizer, speech_recognizer
 from llasa.verify import VerifyRequest, get_verifier
 from llasa.verify.text import units
-from peer import SENTENCES, judge
+from llasa.verify.wer import ASR_BACKENDS
+
+SENTENCES = Path(__file__).with_name("peer_sentences.txt")  # held out of every corpus here
 
 CLIPS = Path("/usr/share/pocketsphinx/test/data")
 # each transcription file: "<s> words </s> (file id)" a line
@@ -77,7 +81,9 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=3, help="held-out sentences each voice speaks (default 3)")
     parser.add_argument("--clips", type=Path, default=CLIPS, help=f"pocketsphinx test data (default {CLIPS})")
     parser.add_argument("--limit", type=int, help="use the first N clips (default: all)")
-    parser.add_argument("--asr-model", help="Whisper checkpoint directory that transcribes the clips (default PocketSphinx)")
+    parser.add_argument("--asr", choices=ASR_BACKENDS, help="the ASR backend that transcribes the clips (default: the "
+                        "wer verifier's choice)")  # fmt: skip
+    parser.add_argument("--asr-model", help="Whisper checkpoint directory that transcribes the clips")
     parser.add_argument("--details", help="write each clip's transcripts and scores here (JSON lines)")
     parser.add_argument("--quick", action="store_true", help="one clip, one sentence: seconds, for CI")
     args = parser.parse_args()
@@ -98,8 +104,8 @@ def main() -> None:
 
     started = time.perf_counter()
     synth = Synthesizer.from_pretrained(model, codec)
-    asr = speech_recognizer(args.asr_model)
-    judge_name, judge_asr = judge()
+    asr = speech_recognizer(args.asr_model, args.asr)
+    judge_asr = get_verifier("wer").asr  # the verifier's own choice: the strongest installed
     sim = get_verifier("sim")
     totals = {kind: {"errors": 0, "words": 0, "sims": []} for kind in ("given", "heard")}
     transcript_errors = transcript_words = exact = 0
@@ -143,8 +149,7 @@ def main() -> None:
                for kind, t in totals.items()}  # fmt: skip
     print(json.dumps({
         "bench": "clone", "quick": args.quick, "clips": len(clips), "sets": sorted({g for g, _, _ in clips}),
-        "sentences": len(texts), "transcriber": type(asr).__name__ if args.asr_model is None else args.asr_model,
-        "judge": judge_name, "judge_is_transcriber": judge_name == "pocketsphinx" and args.asr_model is None,
+        "sentences": len(texts), "transcriber": asr.name, "judge": judge_asr.name, "judge_is_transcriber": asr.name == judge_asr.name,
         "transcript_wer": round(transcript_errors / transcript_words, 4), "transcripts_exact": exact,
         **figures,
         "sim_cost": round(figures["given"]["sim"] - figures["heard"]["sim"], 4),

@@ -59,14 +59,16 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,;:，、：])\s*")
 
 
-def speech_recognizer(model: str | Path | None = None):
-    """The ASR of the ``wer`` verifier (PocketSphinx, or the checkpoint ``model``): an object with
-    ``transcribe(wavs, language) -> list[str]`` (and, where it knows them, ``languages``)."""
+def speech_recognizer(model: str | Path | None = None, asr: str | None = None):
+    """The ASR of the ``wer`` verifier (its own choice, the strongest installed; or the checkpoint
+    ``model``, the backend ``asr``): an object with ``transcribe(wavs, language) -> list[str]``
+    (and, where it knows them, ``languages``)."""
     from llasa.extras import MissingExtra
     from llasa.verify import get_verifier
 
+    options = {key: value for key, value in (("model", model), ("asr", asr)) if value is not None}
     try:
-        return get_verifier("wer", **({"model": model} if model is not None else {})).asr
+        return get_verifier("wer", **options).asr
     except MissingExtra as exc:
         raise MissingExtra(f"transcribing a voice clip given without its transcript needs an ASR: {exc} (or give the "
                            "clip's transcript)") from None  # fmt: skip

@@ -200,7 +200,7 @@ CLI_CASES = [
     case("voice create {r}/clip.wav --text '' -o {r}/v.json --codec {r}/codec", r"transcript\) is empty"),
     case("voice create {r}/clip.wav --text Words. -o {r}/afile/v.json --codec {r}/codec", r"afile' is a file"),
     case("voice create {r}/clip.wav --text Words. -o {r}/v.json --codec {r}/codec_trunc", r"corrupt or truncated", early=False),
-    case("voice create {r}/clip.wav --text Words. --wer-model {r}/lm -o {r}/v.json", r"--wer-model transcribes a clip given without --text"),
+    case("voice create {r}/clip.wav --text Words. --wer-model {r}/lm -o {r}/v.json", r"--wer-model: only without --text"),
     # --- llasa codec
     case("codec encode {r}/nowhere.wav -o {r}/c.npy --codec {r}/codec", r"nowhere.wav': no such file"),
     case("codec encode {r}/notaudio.wav -o {r}/c.npy --codec {r}/codec", r"unreadable audio"),

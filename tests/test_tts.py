@@ -449,7 +449,7 @@ def test_cli_clones_a_clip_without_its_transcript(tmp_path, model_dirs, wer_asr,
     assert 'transcript heard by the ASR: "words the asr heard"' in capsys.readouterr().out
     assert Voice.load(profile).text == "words the asr heard" and Voice.load(profile).transcribed
     args = parse(["voice", "create", str(clip), "-o", str(profile), "--text", "Hi.", "--wer-model", "x"])
-    with pytest.raises(ValueError, match="--wer-model transcribes a clip given without --text"):
+    with pytest.raises(ValueError, match="--wer-model: only without --text"):
         args.handler(args)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from llasa.search.cli_args import (
     add_sampling_arguments,
     add_search_arguments,
+    asr_backends,
     check_generation_args,
     sampling_from_args,
     searcher_from_args,
@@ -53,7 +54,8 @@ def add_commands(subparsers) -> None:
     create.add_argument("--text", help="transcript of the clip (recommended: without it the clip is transcribed by "
                         "the wer verifier's ASR, and its mistakes are cloned too)")
     create.add_argument("--wer-model", help="without --text: Whisper checkpoint directory that transcribes the clip "
-                        "(default PocketSphinx, English)")
+                        "(default: the wer verifier's choice, the strongest ASR installed)")
+    create.add_argument("--wer-asr", choices=asr_backends(), help="without --text: the ASR backend that transcribes it")
     create.add_argument("--language", default="en", help="without --text: the language the clip speaks (default en)")
     create.add_argument("-o", "--output", required=True, help="voice profile to write (.json)")
     create.add_argument("--codec", help="X-codec2 codec: hub id or local directory (the model's codec)")
@@ -83,7 +85,7 @@ def run_tts(args: argparse.Namespace) -> int:
         raise ValueError("--voice-text needs --voice (the clip it transcribes)")
     # a clip to clone is read before the model loads, so a bad clip (or a missing ASR) fails at once
     clip = audio.load(args.voice, min_seconds=MIN_VOICE_SECONDS) if is_clip(args.voice, args.voice_text) else None
-    asr = speech_recognizer(args.wer_model) if clip is not None and args.voice_text is None else None
+    asr = speech_recognizer(args.wer_model, args.wer_asr) if clip is not None and args.voice_text is None else None
     if args.scores and args.search is None:
         raise ValueError("--scores needs --search (it writes the candidates' verifier scores)")
     output = audio.check_output(args.output)
@@ -175,12 +177,13 @@ def run_voice_create(args: argparse.Namespace) -> int:
     name = codec_or_default(args.codec)
     if args.text is not None:
         check_text(args.text, what="--text (the clip's transcript)")
-        if args.wer_model is not None:
-            raise ValueError("--wer-model transcribes a clip given without --text: drop one of them")
+        given = [flag for flag, value in (("--wer-model", args.wer_model), ("--wer-asr", args.wer_asr)) if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: only without --text (they choose the ASR that transcribes the clip)")
     audio.check_writable(args.output)
     # the clip is read before the codec loads, so a bad clip (or a missing ASR) fails at once
     wav = audio.load(args.audio, min_seconds=MIN_VOICE_SECONDS)
-    asr = speech_recognizer(args.wer_model) if args.text is None else None
+    asr = speech_recognizer(args.wer_model, args.wer_asr) if args.text is None else None
     codec = Codec.from_pretrained(name)
     voice = Voice.from_audio(codec, wav, args.text, name=args.name or Path(args.audio).stem, source_rate=audio.SAMPLE_RATE,
                              asr=asr, language=args.language)  # fmt: skip
