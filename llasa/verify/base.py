@@ -40,6 +40,9 @@ class Score:
 
 @runtime_checkable
 class Verifier(Protocol):
+    """Optionally also ``per_candidate = True``: each candidate's score depends on that candidate
+    alone, not on its batch-mates, so a search may score candidates in pieces as they finish."""
+
     name: str
     # False: the verifier cannot judge a prefix of an utterance (a process reward needs that)
     supports_partial: bool
@@ -89,6 +92,7 @@ class EmbeddingSimilarity:
     """
 
     supports_partial = True
+    per_candidate = True
 
     def __init__(self, name: str, make_embedder):
         self.name = name

@@ -57,6 +57,8 @@ class CombinedVerifier:
     """
 
     name = "combined"
+    # a candidate's total depends on its batch-mates (normalisation); see score_parts for pieces
+    per_candidate = False
 
     def __init__(self, weights: Mapping[str | Verifier, float] | str, *, normalize: str = "zscore"):
         if normalize not in NORMALIZATIONS:
@@ -77,10 +79,20 @@ class CombinedVerifier:
     def supports_partial(self) -> bool:
         return any(v.supports_partial for v, _ in self.parts)
 
+    @property
+    def parts_per_candidate(self) -> bool:
+        """Every part scores each candidate alone, so :meth:`score_parts` may run piece by piece."""
+        return all(getattr(v, "per_candidate", False) for v, _ in self.parts)
+
     def prepare(self, request: VerifyRequest) -> dict:
         return {v.name: v.prepare(request) for v, _ in self.parts}
 
     def score(self, wavs, request, state, *, partial=False):
+        return self.finish(self.score_parts(wavs, request, state, partial=partial), partial=partial)
+
+    def score_parts(self, wavs, request, state, *, partial=False) -> list[Score]:
+        """Every part's raw total and components, not yet normalised (``total`` is NaN). :meth:`finish`
+        over the pieces of a batch scored this way gives what :meth:`score` gives for the whole."""
         parts = self._parts(partial)
         if not parts:
             raise ValueError(f"none of {[v.name for v, _ in self.parts]} supports partial scoring")
@@ -91,12 +103,17 @@ class CombinedVerifier:
                 components[i][verifier.name] = s.total
                 components[i].update({f"{verifier.name}.{k}": v for k, v in s.components.items()})
                 info[i].update({f"{verifier.name}.{k}": v for k, v in s.info.items()})
+        return [Score(float("nan"), c, m) for c, m in zip(components, info)]
+
+    def finish(self, parts: Sequence[Score], *, partial: bool = False) -> list[Score]:
+        """The combined Scores of a whole batch from :meth:`score_parts` results, normalised over it."""
+        components = [dict(s.components) for s in parts]
         normalised = self._normalised(components, partial)
         for name, (_, normed) in normalised.items():
             for c, value in zip(components, normed):
                 c[f"{name}.norm"] = float(value)
         totals = sum(weight * normed for weight, normed in normalised.values())
-        return [Score(float(t), c, m) for t, c, m in zip(totals, components, info)]
+        return [Score(float(t), c, dict(s.info)) for t, c, s in zip(totals, components, parts)]
 
     def combine(self, components: Sequence[Mapping[str, float]], *, partial: bool = False) -> np.ndarray:
         """The combined totals of a batch from each part's raw total (``components[i][name]``, as

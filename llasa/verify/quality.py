@@ -23,6 +23,7 @@ class DNSMOSVerifier:
 
     name = "dnsmos"
     supports_partial = True
+    per_candidate = True
 
     def __init__(self, *, personalized: bool = False):
         self.model_type = "dnsmos_personalized" if personalized else "dnsmos"

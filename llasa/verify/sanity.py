@@ -7,6 +7,9 @@ speaking rate against the length of the text (too fast = words skipped or audio 
 slow = babbling or stretching). Plus the share of clipped samples.
 Each check is a factor in (0, 1] that decays with how far the clip is past its tolerance; the
 total is their product, so 1.0 is a clean clip and 0.0 a clip with no speech at all.
+
+:class:`Screen` applies the same readings, far more leniently, as a gate in front of costly
+verifiers (the ``wer`` verifier's ASR): a candidate it rejects is not worth transcribing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ _EXPECTED_RATE = {"word": 3.0, "character": 4.5}
 class SanityVerifier:
     name = "sanity"
     supports_partial = True
+    per_candidate = True
 
     def __init__(
         self,
@@ -60,7 +64,7 @@ class SanityVerifier:
         kind = "character" if counts_characters(request.language) else "word"
         return {"units": n_units, "expected_rate": _EXPECTED_RATE[kind]}
 
-    def _segments(self, wav: np.ndarray) -> list[tuple[float, float]]:
+    def segments(self, wav: np.ndarray) -> list[tuple[float, float]]:
         import torch
         get_speech_timestamps = require("silero_vad", "the sanity verifier (silero-vad)").get_speech_timestamps
 
@@ -73,7 +77,7 @@ class SanityVerifier:
     def _score_one(self, wav: np.ndarray, state: dict, partial: bool) -> Score:
         duration = wav.shape[0] / SAMPLE_RATE
         clip_ratio = float(np.mean(np.abs(wav) >= 0.999)) if wav.size else 0.0
-        segments = self._segments(wav) if wav.size else []
+        segments = self.segments(wav) if wav.size else []
         if not segments:
             return Score(0.0, {"duration_s": duration, "voiced_s": 0.0, "clip_ratio": clip_ratio}, {"flags": "no_speech"})
 
@@ -109,3 +113,41 @@ class SanityVerifier:
                 total *= math.exp(-excess / scale)
                 flags.append(flag)
         return Score(total, components, {"flags": ",".join(flags)} if flags else {})
+
+
+class Screen:
+    """Cheap reasons to reject a candidate before an expensive verifier (ASR) hears it.
+
+    Only hopeless candidates fail: no speech at all (Silero VAD finds no segment), or, for a whole
+    utterance, a length that no reading of the text could have: shorter than the text spoken at
+    ``max_rate`` times the typical rate, or longer than the text spoken at ``1 / max_rate`` of it
+    plus ``slack_s`` (room for pauses, and for short texts). The sanity verifier starts to
+    penalise at half and twice the typical rate; these bounds sit at a quarter and four times.
+    A prefix (``partial``) is judged on speech alone: it covers an unknown share of the text.
+    """
+
+    def __init__(self, *, max_rate: float = 4.0, slack_s: float = 4.0):
+        if max_rate <= 1 or slack_s < 0:
+            raise ValueError(f"need max_rate > 1 and slack_s >= 0, got {max_rate} and {slack_s}")
+        self.max_rate, self.slack_s = max_rate, slack_s
+        self.sanity = SanityVerifier()  # its VAD and its reading of the text
+
+    def prepare(self, request: VerifyRequest) -> dict:
+        state = self.sanity.prepare(request)
+        typical_s = state["units"] / state["expected_rate"]
+        return {"min_s": typical_s / self.max_rate, "max_s": typical_s * self.max_rate + self.slack_s}
+
+    def reasons(self, wavs, state: dict, *, partial: bool = False) -> list[str | None]:
+        """Per candidate, why it is rejected ("too_short", "too_long", "no_speech"), or None."""
+        return [self._reason(wav, state, partial) for wav in check_wavs(wavs)]
+
+    def _reason(self, wav: np.ndarray, state: dict, partial: bool) -> str | None:
+        duration = wav.shape[0] / SAMPLE_RATE
+        if not partial and duration < state["min_s"]:
+            return "too_short"
+        if not partial and duration > state["max_s"]:
+            return "too_long"
+        # the lengths are free to check; the VAD costs about 6 ms per second of audio on one core
+        if not wav.size or not self.sanity.segments(wav):
+            return "no_speech"
+        return None
