@@ -3,8 +3,10 @@
 A :class:`Voice` is a reference clip encoded once (its codes and transcript) and reusable;
 it is saved as a small JSON profile. A clip given without its transcript is transcribed by the
 ASR of the ``wer`` verifier (:func:`transcribe_clip`). Long text is split at sentence boundaries into chunks
-that fit the 2048-token context, each chunk is spoken with the same voice prompt, and the
-pieces are joined with short cross-fades.
+that fit the 2048-token context and the longest text the model speaks well (:class:`TextLimits`,
+read from its config), each chunk is spoken with the same voice prompt, and the pieces are joined
+with short cross-fades. With a :class:`Repair` each chunk is heard by an ASR as it is made and
+sampled again when it missed too many of its words.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import inspect
 import json
 import math
 import re
+import time
 import unicodedata
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from llasa.codec.streaming import StreamingDecoder
 from llasa.lm import model as lm_model
 from llasa.lm.frontend import frontend_of
 from llasa.lm.prompt import check_text, join_voice_text, prompt_ids
-from llasa.lm.sampling import SamplingParams, SpeechDecoder, check_seed, offset_seed
+from llasa.lm.sampling import SamplingParams, SpeechDecoder, check_seed, offset_seed, row_seed
 from llasa.lm.vocab import SpeechVocab
 
 MIN_VOICE_SECONDS = 1.0
@@ -55,8 +58,96 @@ _HEADROOM_SECONDS = 2.0
 _MIN_SECONDS_PER_CHAR = 0.04
 _MIN_SECONDS_PER_WIDE_CHAR = 0.12
 
+# a model's own limits on what one chunk of text may hold, in its config.json, e.g. {"max_chunk_chars":
+# 120, "max_chunk_sentences": 1, "repair": {"retries": 2, "threshold": 0.3}}: a model trained on single
+# sentences loses its way (loops, dropped words) in longer chunks. The official checkpoints have none,
+# so they keep the context-sized chunks and no repair
+TEXT_KEY = "llasa_text"
+
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,;:，、：])\s*")
+
+
+@dataclass(frozen=True)
+class Repair:
+    """Hear each chunk as it is made and sample it again when it missed its words.
+
+    A chunk whose error rate (the ``wer`` verifier's, with ``asr`` / ``model`` choosing its ASR) is
+    above ``threshold`` is sampled again, up to ``retries`` more times, until one passes; the try
+    with the lowest error rate is kept (the first of equals)."""
+
+    retries: int = 2
+    threshold: float = 0.3
+    asr: str | None = None
+    model: str | None = None
+    language: str = "en"
+
+    def __post_init__(self):
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"repair retries must be a whole number >= 0, got {self.retries!r}")
+        if not self.threshold >= 0:
+            raise ValueError(f"repair threshold must be an error rate >= 0, got {self.threshold}")
+
+    def verifier_options(self) -> dict:
+        return {key: value for key, value in (("asr", self.asr), ("model", self.model)) if value is not None}
+
+
+@dataclass
+class ChunkRepair:
+    """What the repair heard in one chunk: every try's error rate, transcript, audio and time (sampling
+    and decoding; ``verify_seconds``: hearing), and the try kept."""
+
+    chunk: int
+    text: str
+    errors: list[float] = field(default_factory=list)
+    transcripts: list[str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    verify_seconds: list[float] = field(default_factory=list)
+    audio: list[np.ndarray] = field(default_factory=list, repr=False)
+    chosen: int = 0
+
+    @property
+    def tries(self) -> int:
+        return len(self.errors)
+
+    @property
+    def repaired(self) -> bool:
+        return self.tries > 1
+
+    def to_dict(self) -> dict:
+        """Everything but the audio, for a JSON report."""
+        return {"chunk": self.chunk, "text": self.text, "tries": self.tries, "chosen": self.chosen,
+                "errors": [round(e, 4) for e in self.errors], "transcripts": self.transcripts,
+                "seconds": [round(t, 3) for t in self.seconds],
+                "verify_seconds": [round(t, 3) for t in self.verify_seconds]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """What one chunk of text may hold for a model (``llasa_text`` in its config), and the repair it
+    recommends (None: none)."""
+
+    max_chunk_chars: int = MAX_CHUNK_CHARS
+    max_chunk_sentences: int | None = None
+    repair: Repair | None = None
+
+    def __post_init__(self):
+        for name in ("max_chunk_chars", "max_chunk_sentences"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+    @classmethod
+    def of_model(cls, model) -> "TextLimits":
+        raw = getattr(model.config, TEXT_KEY, None) or {}
+        names = ("max_chunk_chars", "max_chunk_sentences", "repair")
+        if not isinstance(raw, dict) or set(raw) - set(names):
+            raise ValueError(f"{TEXT_KEY} in the model's config.json must map some of {', '.join(names)} to values, got {raw!r}")
+        repair = raw.get("repair")
+        try:
+            return cls(**{**raw, "repair": Repair(**repair) if isinstance(repair, dict) else None})
+        except TypeError as exc:
+            raise ValueError(f"{TEXT_KEY} in the model's config.json: {exc}") from None
 
 
 def speech_recognizer(model: str | Path | None = None, asr: str | None = None):
@@ -319,6 +410,8 @@ class Synthesizer:
         self._template_length: int | None = None
         self.frontend = frontend_of(model)  # raw text, or the phonemes the model was trained on
         self.sampling = SamplingParams.of_model(model)  # the model's recommended sampling, else the official
+        self.text_limits = TextLimits.of_model(model)  # the model's longest good chunk, its recommended repair
+        self._repair_verifiers: dict[tuple, Any] = {}
 
     @classmethod
     def from_pretrained(
@@ -395,19 +488,28 @@ class Synthesizer:
             return False
         return self._prompt_length(text, voice) + self.max_new_tokens(text) <= self.context_length
 
-    def split_text(self, text: str, voice: Voice | None = None, *, max_chunk_chars: int = MAX_CHUNK_CHARS) -> list[str]:
-        """Chunks of whole sentences that each fit the context (prompt + speech budget) and
-        ``max_chunk_chars``; a sentence too long on its own is cut at clauses, then words."""
+    def split_text(self, text: str, voice: Voice | None = None, *, max_chunk_chars: int | None = None,
+                   max_chunk_sentences: int | None = None) -> list[str]:  # fmt: skip
+        """Chunks of whole sentences that each fit the context (prompt + speech budget),
+        ``max_chunk_chars`` and ``max_chunk_sentences`` (default: the model's :attr:`text_limits`);
+        a sentence too long on its own is cut at clauses, then words."""
         check_text(text, self.tokenizer)
         self.frontend.check(text)
+        max_chunk_chars = self.text_limits.max_chunk_chars if max_chunk_chars is None else max_chunk_chars
+        if max_chunk_sentences is None:
+            max_chunk_sentences = self.text_limits.max_chunk_sentences
         chunks: list[str] = []
+        sentences: list[int] = []  # per chunk, the sentences it was joined from
         for sentence in split_sentences(text):
-            for piece in self._pieces(sentence, voice, max_chunk_chars):
+            for k, piece in enumerate(self._pieces(sentence, voice, max_chunk_chars)):
                 joined = f"{chunks[-1]} {piece}" if chunks else piece
-                if chunks and self._fits(joined, voice, max_chunk_chars):
+                room = max_chunk_sentences is None or k > 0 or (chunks and sentences[-1] < max_chunk_sentences)
+                if chunks and room and self._fits(joined, voice, max_chunk_chars):
                     chunks[-1] = joined
+                    sentences[-1] += k == 0
                 else:
                     chunks.append(piece)
+                    sentences.append(1)
         # a punctuation-only fragment of a cut sentence is not spoken on its own
         return [c for c in chunks if _speakable(c)]
 
@@ -498,7 +600,9 @@ class Synthesizer:
         repetition_penalty: float | None = None,
         seed: int | None = None,
         n: int = 1,
-        max_chunk_chars: int = MAX_CHUNK_CHARS,
+        max_chunk_chars: int | None = None,
+        repair: Repair | bool | None = None,
+        repairs: list[ChunkRepair] | None = None,
         progress: bool = True,
     ) -> np.ndarray | list[np.ndarray]:
         """Speak ``text`` (in ``voice`` when given): 16 kHz float32 audio of the new speech only.
@@ -507,18 +611,76 @@ class Synthesizer:
         n arrays (candidate i joins the i-th sample of every chunk); ``n == 1`` returns one array.
         ``temperature=0`` decodes greedily. ``params`` replaces the model's own sampling
         (:attr:`sampling`); the keywords given override either. Under a ``seed`` the result is reproducible.
+
+        ``repair``: a :class:`Repair` (or True for the default one, False for none; default: the
+        model's recommendation, ``text_limits.repair``) checks every chunk with an ASR and samples
+        again those that missed their words; each chunk's record is appended to ``repairs`` when a
+        list is given. Repair needs ``n == 1`` (a model's recommended repair is skipped for n > 1).
+        A chunk's first try is what ``tts`` without repair makes under the same seed.
         """
         params = self._params(params, temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
         seed = check_seed(seed)
         self._check_voice(voice)
+        if repair is None:
+            repair = self.text_limits.repair if n == 1 else None
+        elif repair is True:
+            repair = Repair()
+        elif repair is False:
+            repair = None
+        if repair is not None and n != 1:
+            raise ValueError(f"repair keeps the best of a chunk's tries, so it samples one candidate; got n={n}")
         chunks = self.split_text(text, voice, max_chunk_chars=max_chunk_chars)
         pieces: list[list[np.ndarray]] = []  # [chunk][candidate]
         for i, chunk in enumerate(tqdm(chunks, desc="chunks", unit="chunk", disable=not progress or len(chunks) < 2)):
             chunk_seed = offset_seed(seed, i)
+            if repair is not None:
+                wav, record = self._repaired(chunk, voice, repair, params, chunk_seed, progress)
+                record.chunk = i
+                if repairs is not None:
+                    repairs.append(record)
+                pieces.append([wav])
+                continue
             codes = self.decoder(chunk, voice, n=n, params=params, seed=chunk_seed).run(progress=progress)
             pieces.append(self.decode(codes, voice))
         candidates = [self.join([p[j] for p in pieces]) for j in range(n)]
         return candidates[0] if n == 1 else candidates
+
+    def repair_verifier(self, repair: Repair):
+        """The ``wer`` verifier that hears chunks for ``repair``, loaded once per ASR choice."""
+        from llasa.verify import get_verifier
+
+        key = tuple(sorted(repair.verifier_options().items()))
+        if key not in self._repair_verifiers:
+            self._repair_verifiers[key] = get_verifier("wer", **repair.verifier_options())
+        return self._repair_verifiers[key]
+
+    def _repaired(self, chunk: str, voice: Voice | None, repair: Repair, params: SamplingParams, seed: int | None,
+                  progress: bool) -> tuple[np.ndarray, ChunkRepair]:  # fmt: skip
+        """One chunk, tried until the ASR hears it within the threshold (or the retries run out):
+        the try with the lowest error rate, and the record of every try."""
+        from llasa.verify import VerifyRequest
+
+        verifier = self.repair_verifier(repair)
+        request = VerifyRequest(text=chunk, prompt_text=voice.text if voice is not None else None, language=repair.language)
+        state = verifier.prepare(request)
+        record = ChunkRepair(chunk=0, text=chunk)
+        for attempt in range(repair.retries + 1):
+            # try k draws what row k of a best-of-n over this chunk would draw: the first try is plain tts's
+            try_seed = None if seed is None else row_seed(seed, attempt)
+            start = time.perf_counter()
+            codes = self.decoder(chunk, voice, params=params, seed=try_seed).run(progress=progress)
+            (wav,) = self.decode(codes, voice)
+            heard = time.perf_counter()
+            (score,) = verifier.score([wav], request, state)
+            record.seconds.append(heard - start)
+            record.verify_seconds.append(time.perf_counter() - heard)
+            record.audio.append(wav)
+            record.errors.append(-float(score.total))
+            record.transcripts.append(score.info.get("hyp", ""))
+            if record.errors[-1] <= repair.threshold:
+                break
+        record.chosen = int(np.argmin(record.errors))
+        return record.audio[record.chosen], record
 
     def stream(
         self,
@@ -531,7 +693,7 @@ class Synthesizer:
         top_k: int | None = None,
         repetition_penalty: float | None = None,
         seed: int | None = None,
-        max_chunk_chars: int = MAX_CHUNK_CHARS,
+        max_chunk_chars: int | None = None,
         chunk_tokens: int = 25,
         left_context: int = 150,
         lookahead: int = 4,
@@ -540,7 +702,8 @@ class Synthesizer:
         16 kHz float32 audio while the model is still speaking: the first piece comes once
         ``chunk_tokens + lookahead`` codes exist (0.58 s of speech at the defaults), then one
         every ``chunk_tokens``. Joined, the pieces are ``tts``'s audio up to the seams of
-        streamed decoding (:class:`SpeechStream`)."""
+        streamed decoding (:class:`SpeechStream`). Streaming never repairs: a chunk is heard by
+        the listener before an ASR could judge it, so it is ``tts(..., repair=False)``'s audio."""
         params = self._params(params, temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty)
         seed = check_seed(seed)
         audio = self.audio_stream(voice, chunk_tokens=chunk_tokens, left_context=left_context, lookahead=lookahead)
