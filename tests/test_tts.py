@@ -2,6 +2,7 @@
 long text; errors; the `llasa tts` and `llasa voice create` verbs."""
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from llasa.lm.model import build_model, save
 from llasa.lm.prompt import memmap_row, training_example
 from llasa.lm.sampling import SamplingParams
 from llasa.lm.vocab import build_tokenizer
-from llasa.tts import Synthesizer, Voice, split_sentences
+from llasa.tts import Repair, Synthesizer, TextLimits, Voice, split_sentences
+from llasa.verify import Score
 
 codec_module = pytest.importorskip("llasa.codec")
 
@@ -266,6 +268,87 @@ def test_long_text_joins_chunks(random_synth, monkeypatch):
     assert len(wav) == 3 * 10 * 320 - 2 * fade
 
 
+PARAGRAPH = ("The ferry left at noon. It was late, so the captain hurried past the rocks, the buoys and the pier. "
+             "We waved. Then the rain came.")
+
+
+def limited_synth(tokenizer, codec, **limits) -> Synthesizer:
+    model = build_model("tiny", tokenizer, seed=1)
+    model.config.llasa_text = limits
+    return Synthesizer(model, tokenizer, codec)
+
+
+def test_chunks_hold_no_more_than_the_model_speaks_well(random_synth, tokenizer, codec):
+    """`llasa_text` in a model's config caps its chunks (sentences first, then clauses); a model
+    without it (the official checkpoints) keeps the context-sized chunks."""
+    one = limited_synth(tokenizer, codec, max_chunk_chars=40, max_chunk_sentences=1)
+    chunks = one.split_text(PARAGRAPH)
+    assert all(len(c) <= 40 for c in chunks)
+    assert " ".join(chunks) == PARAGRAPH
+    # short sentences stay alone; the long one is cut at its clauses
+    assert chunks[0] == "The ferry left at noon." and "We waved." in chunks and chunks[-1] == "Then the rain came."
+    assert "It was late," in chunks
+    assert one.tts(PARAGRAPH, seed=0, progress=False).shape == one.tts(PARAGRAPH, seed=0, progress=False).shape
+    assert random_synth.text_limits == TextLimits() and random_synth.split_text(PARAGRAPH) == [PARAGRAPH]
+    two = limited_synth(tokenizer, codec, max_chunk_sentences=2)
+    assert two.split_text(PARAGRAPH)[0] == "The ferry left at noon. It was late, so the captain hurried past the rocks, the buoys and the pier."
+    with pytest.raises(ValueError, match="llasa_text .* must map some of max_chunk_chars"):
+        limited_synth(tokenizer, codec, max_chars=40)
+    with pytest.raises(ValueError, match="max_chunk_chars must be a whole number"):
+        limited_synth(tokenizer, codec, max_chunk_chars=0)
+
+
+class ScriptedASR:
+    """A wer verifier stub whose error rates are given in advance, one per try."""
+
+    name, supports_partial, per_candidate = "wer", False, True
+
+    def __init__(self, errors):
+        self.errors, self.heard = list(errors), []
+
+    def prepare(self, request):
+        return request.text
+
+    def score(self, wavs, request, state, *, partial=False):
+        self.heard.append(state)
+        error = self.errors.pop(0)
+        return [Score(-error, {"wer": error}, {"hyp": f"heard {len(self.heard)}"})]
+
+
+def test_a_chunk_that_fails_the_threshold_is_retried_and_the_best_try_kept(random_synth, monkeypatch):
+    monkeypatch.setattr(Synthesizer, "max_new_tokens", lambda self, text: 10)
+    asr = ScriptedASR([0.8, 0.4, 0.6, 0.1])  # chunk 0: three tries, the second best; chunk 1: passes at once
+    monkeypatch.setattr(random_synth, "repair_verifier", lambda repair: asr)
+    records = []
+    text = "One two three. Four five six."
+    wav = random_synth.tts(text, max_chunk_chars=15, seed=4, repair=Repair(retries=2, threshold=0.3), repairs=records,
+                           progress=False)  # fmt: skip
+    assert asr.heard == ["One two three.", "One two three.", "One two three.", "Four five six."] and not asr.errors
+    assert [(r.chunk, r.tries, r.chosen, r.errors) for r in records] == [(0, 3, 1, [0.8, 0.4, 0.6]), (1, 1, 0, [0.1])]
+    assert records[0].repaired and not records[1].repaired
+    assert records[0].to_dict()["transcripts"] == ["heard 1", "heard 2", "heard 3"]
+    np.testing.assert_array_equal(wav, random_synth.join([records[0].audio[1], records[1].audio[0]]))
+    # the first tries are plain tts under the same seed; the retries are other samples
+    plain = random_synth.tts(text, max_chunk_chars=15, seed=4, repair=False, progress=False)
+    np.testing.assert_array_equal(plain, random_synth.join([records[0].audio[0], records[1].audio[0]]))
+    assert not np.array_equal(records[0].audio[0], records[0].audio[1])
+    with pytest.raises(ValueError, match="one candidate"):
+        random_synth.tts(text, n=2, repair=True, progress=False)
+
+
+def test_a_models_recommended_repair_is_the_default(tokenizer, codec, monkeypatch):
+    monkeypatch.setattr(Synthesizer, "max_new_tokens", lambda self, text: 10)
+    synth = limited_synth(tokenizer, codec, repair={"retries": 1, "threshold": 0.2})
+    assert synth.text_limits.repair == Repair(retries=1, threshold=0.2)
+    asr = ScriptedASR([0.5, 0.3])
+    monkeypatch.setattr(synth, "repair_verifier", lambda repair: asr)
+    records = []
+    synth.tts("Hello.", seed=1, repairs=records, progress=False)
+    assert [r.errors for r in records] == [[0.5, 0.3]]
+    synth.tts("Hello.", seed=1, repair=False, progress=False)  # no ASR heard it: the scripted errors ran out
+    synth.tts("Hello.", seed=1, n=2, progress=False)  # a recommendation does not apply to several candidates
+
+
 @pytest.mark.parametrize("text, message", [("", "empty"), ("...!?", "no speakable"), (" \t", "empty")])
 def test_unspeakable_text(random_synth, text, message):
     with pytest.raises(ValueError, match=message):
@@ -404,6 +487,26 @@ def test_a_models_own_sampling_is_the_default_and_flags_override_it(tmp_path, ra
     model.config.llasa_sampling = {"temprature": 0.5}
     with pytest.raises(ValueError, match="llasa_sampling .* must map some of temperature, top_p"):
         Synthesizer(model, tokenizer, codec)
+
+
+def test_cli_repair_writes_what_it_repaired(tmp_path, model_dirs, monkeypatch):
+    lm_dir, codec_dir = model_dirs
+    asr = ScriptedASR([0.9, 0.0])
+    monkeypatch.setattr(Synthesizer, "repair_verifier", lambda self, repair: asr)
+    out = tmp_path / "out.wav"
+    base = ["tts", TEXT, "-o", str(out), "--model", str(lm_dir), "--codec", str(codec_dir), "--seed", "1"]
+    args = parse([*base, "--repair", "2", "--repair-threshold", "0.5", "--scores"])
+    assert args.handler(args) == 0
+    report = json.loads((tmp_path / "out.scores.json").read_text())
+    assert report["repair"] == {"retries": 2, "threshold": 0.5}
+    assert [(c["chunk"], c["tries"], c["chosen"], c["errors"]) for c in report["chunks"]] == [(0, 2, 1, [0.9, 0.0])]
+    for flags, message in ((["--repair", "-1"], "--repair must be 0"), (["--repair", "1", "-n", "2"], "drop -n 2"),
+                           (["--repair", "1", "--search", "best-of-n"], "--search already picks"),
+                           (["--scores"], "--scores needs --search .* or repair"),
+                           (["--repair-threshold", "0.2"], "recommends no repair")):  # fmt: skip
+        args = parse([*base, *flags])
+        with pytest.raises(ValueError, match=message):
+            args.handler(args)
 
 
 def test_cli_voice_create_and_use(tmp_path, model_dirs):

@@ -41,7 +41,13 @@ def add_commands(subparsers) -> None:
     add_sampling_arguments(tts)
     tts.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     add_search_arguments(tts)
-    tts.add_argument("--scores", action="store_true", help="with --search: write every candidate's scores to OUT.scores.json")
+    tts.add_argument("--repair", type=int, metavar="N", help="hear each chunk with the wer verifier's ASR (--wer-asr) "
+                     "and sample again, up to N times, a chunk whose WER is above --repair-threshold; the best try is "
+                     "kept (0 = off; default: the model's recommendation, else off)")  # fmt: skip
+    tts.add_argument("--repair-threshold", type=float, metavar="X", help="with repair: the WER above which a chunk "
+                     "is sampled again (default: the model's, else 0.3)")  # fmt: skip
+    tts.add_argument("--scores", action="store_true", help="with --search: write every candidate's scores to "
+                     "OUT.scores.json; with repair: what was repaired (chunk, tries, WERs)")  # fmt: skip
     tts.set_defaults(handler=run_tts)
 
     voices = subparsers.add_parser("voices", help="list the named voices of the built-in model (--voice NAME)")
@@ -86,8 +92,7 @@ def run_tts(args: argparse.Namespace) -> int:
     # a clip to clone is read before the model loads, so a bad clip (or a missing ASR) fails at once
     clip = audio.load(args.voice, min_seconds=MIN_VOICE_SECONDS) if is_clip(args.voice, args.voice_text) else None
     asr = speech_recognizer(args.wer_model, args.wer_asr) if clip is not None and args.voice_text is None else None
-    if args.scores and args.search is None:
-        raise ValueError("--scores needs --search (it writes the candidates' verifier scores)")
+    check_repair_args(args)
     output = audio.check_output(args.output)
     # a named voice or a profile is found before the model loads; a clip is encoded after it
     voice = resolve_voice(args.voice, args.voice_text, None, model) if clip is None else None
@@ -99,6 +104,9 @@ def run_tts(args: argparse.Namespace) -> int:
     if searcher is not None and searcher.voice_verifiers and voice is None:
         raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
     params = sampling_from_args(args, synth)
+    repair = repair_from_args(args, synth) if searcher is None else False
+    if args.scores and searcher is None and not repair:
+        raise ValueError("--scores needs --search (it writes the candidates' verifier scores) or repair (--repair N)")
     if searcher is not None:
         found = searcher(synth, args.text, voice, prompt_audio=clip, language=args.language, params=params,
                          seed=args.seed, progress=True)  # fmt: skip
@@ -108,13 +116,51 @@ def run_tts(args: argparse.Namespace) -> int:
             report.write_text(json.dumps(found.to_dict(), indent=1, ensure_ascii=False))
             print(report)
         return 0
-    result = synth.tts(args.text, voice, params=params, seed=args.seed, n=args.n)
+    repairs = []
+    result = synth.tts(args.text, voice, params=params, seed=args.seed, n=args.n, repair=repair, repairs=repairs)
     if args.n == 1:
         print(audio.write(output, result, synth.sample_rate))
+        if args.scores:
+            report = output.with_name(f"{output.stem}.scores.json")
+            report.write_text(json.dumps({"repair": {"retries": repair.retries, "threshold": repair.threshold},
+                                          "chunks": [r.to_dict() for r in repairs]}, indent=1, ensure_ascii=False))  # fmt: skip
+            print(report)
     else:
         for i, wav in enumerate(result):
             print(audio.write(output.with_name(f"{output.stem}-{i}{output.suffix}"), wav, synth.sample_rate))
     return 0
+
+
+def check_repair_args(args: argparse.Namespace) -> None:
+    """--repair and --repair-threshold, before any model loads."""
+    if args.repair is not None and args.repair < 0:
+        raise ValueError(f"--repair must be 0 (off) or more retries, got {args.repair}")
+    if args.repair_threshold is not None and not args.repair_threshold >= 0:
+        raise ValueError(f"--repair-threshold must be a WER >= 0, got {args.repair_threshold}")
+    if args.repair and args.search not in (None, "none"):
+        raise ValueError("--repair samples one candidate per chunk; --search already picks among candidates")
+    if args.repair and args.n != 1:
+        raise ValueError(f"--repair keeps the best of a chunk's tries, one candidate: drop -n {args.n}")
+    if args.repair == 0 and args.repair_threshold is not None:
+        raise ValueError("--repair-threshold with --repair 0 (off)")
+
+
+def repair_from_args(args: argparse.Namespace, synth):
+    """The repair `llasa tts` runs: the model's recommendation (``synth.text_limits.repair``) with the
+    flags given, a new one from --repair N, or False (off: --repair 0, -n > 1, or none recommended)."""
+    from dataclasses import replace
+
+    from llasa.search.cli_args import wer_options
+    from llasa.tts import Repair
+
+    recommended = synth.text_limits.repair
+    if args.repair == 0 or (args.repair is None and (recommended is None or args.n != 1)):
+        if args.repair is None and args.repair_threshold is not None:
+            raise ValueError("--repair-threshold needs --repair N: this model recommends no repair")
+        return False
+    given = {"retries": args.repair, "threshold": args.repair_threshold}
+    return replace(recommended or Repair(), **{k: v for k, v in given.items() if v is not None},
+                   **wer_options(args.wer_model, args.wer_asr), language=args.language)  # fmt: skip
 
 
 def is_clip(voice: str | None, voice_text: str | None) -> bool:

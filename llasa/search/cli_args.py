@@ -13,8 +13,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     from llasa.search import STRATEGIES
 
     group = parser.add_argument_group("search", "verifier-guided inference-time search (llasa.search)")
-    group.add_argument("--search", choices=STRATEGIES, help="best-of-n (-n candidates, outcome verifier), beam "
-                       "(partial sequences, process verifier) or the paper's prm-sim+orm-wer")  # fmt: skip
+    group.add_argument("--search", choices=(*STRATEGIES, "none"), help="best-of-n (-n candidates, outcome verifier), "
+                       "beam (partial sequences, process verifier), the paper's prm-sim+orm-wer, or none (one sample "
+                       "per chunk)")  # fmt: skip
     group.add_argument("--verifier", help="verifier(s) with weights, e.g. wer or sim:1,wer:0.5 (default wer); "
                        "the process verifier of beam search")  # fmt: skip
     group.add_argument("--final-verifier", help="beam search: outcome verifier(s) that pick among the finished beams")
@@ -86,7 +87,7 @@ def searcher_from_args(args: argparse.Namespace, *, verifier_cache: dict | None 
     ``verifier_cache``: verifiers already loaded (by name) for the searcher to reuse."""
     beam_flags = {"--beam-width": args.beam_width, "--expand": args.expand, "--step-tokens": args.step_tokens,
                   "--final-verifier": args.final_verifier}  # fmt: skip
-    if args.search is None:
+    if args.search in (None, "none"):
         given = [flag for flag, value in {**beam_flags, "--verifier": args.verifier, "--max-tokens": args.max_tokens}.items()
                  if value is not None]  # fmt: skip
         if given:
