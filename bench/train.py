@@ -2,7 +2,9 @@
 against a plain loop over the same batches prepared in advance, same model and optimiser.
 
 Prints one JSON line: data_path_ratio = our tokens/s over the plain loop's (1.0 = the data
-path costs nothing; well below 1 means it is the bottleneck).
+path costs nothing; well below 1 means it is the bottleneck). Each rate is the median over a
+run's steps of that step's tokens/s: on a shared machine a neighbour's job slows whole stretches
+of a run, which moves a run's mean by tens of percent and its median far less.
 
     python bench/train.py [--preset tiny] [--steps 40] [--batch-size 8] [--quick]
 
@@ -41,23 +43,23 @@ def make_shards(out: Path, codebook: int, rows: int, seconds: float) -> None:
     np.save(out / "shard-00000-of-00001_shape.npy", np.array([rows, 2048]))
 
 
-def plain_loop(cfg: LMTrainConfig, batches: list[dict], tokenizer) -> float:
+def plain_loop(cfg: LMTrainConfig, batches: list[dict], tokenizer) -> list[float]:
+    """Tokens/s of each step but the first (which warms up allocators and kernels)."""
     model = build_model(cfg.init.split(":", 1)[1], tokenizer, seed=cfg.train.seed).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
     # the precision train_lm resolves "auto" to, so that only the data path differs
     bf16 = resolve_precision(cfg.train.mixed_precision, "cpu", where="train.mixed_precision") == "bf16"
-    tokens, start = 0, None
-    for i, batch in enumerate(batches):
-        if i == 1:  # the first step warms up allocators and kernels, as in train_lm's own count
-            tokens, start = 0, time.perf_counter()
+    rates = []
+    for batch in batches:
+        start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = token_loss_sum(model, batch)
             (loss / max(1, int((batch["labels"][:, 1:] != -100).sum()))).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += int(batch["attention_mask"].sum())
-    return tokens / (time.perf_counter() - start)
+        rates.append(int(batch["attention_mask"].sum()) / (time.perf_counter() - start))
+    return rates[1:]
 
 
 def main() -> None:
@@ -89,9 +91,8 @@ def main() -> None:
             )
             train_lm(cfg)
             log = [json.loads(line) for line in (tmp / f"run{round_}" / "train_log.jsonl").read_text().splitlines()]
-            # drop the first step (warm-up), as the plain loop does
-            timed = log[1:]
-            ours_runs.append(sum(r["tokens"] - p["tokens"] for p, r in zip(log, timed)) / sum(r["interval_s"] for r in timed))
+            # each step's rate but the first (warm-up), as the plain loop measures
+            ours_runs.append(float(np.median([(r["tokens"] - p["tokens"]) / r["interval_s"] for p, r in zip(log, log[1:])])))
             data = CodeShardDataset(tmp / "shards")
             held_out = min(cfg.eval_rows, len(data) // 10)
             examples = Examples(data, tokenizer, cfg.max_length, np.arange(len(data) - held_out))
@@ -100,7 +101,7 @@ def main() -> None:
                 collate([examples[r] for r in order.rows(s * cfg.batch_size, cfg.batch_size)], tokenizer.pad_token_id)
                 for s in range(args.steps)
             ]
-            plain_runs.append(plain_loop(cfg, batches, tokenizer))
+            plain_runs.append(float(np.median(plain_loop(cfg, batches, tokenizer))))
     ours, plain = float(np.median(ours_runs)), float(np.median(plain_runs))
     ratio = float(np.median(np.array(ours_runs) / np.array(plain_runs)))
     print(json.dumps({
