@@ -13,6 +13,7 @@ from transformers import Xcodec2Config, Xcodec2Model
 
 from llasa.audio import AudioError, validate
 from llasa.checkpoint import check_device
+from llasa.hardware import onednn_matmul
 from llasa.codec import loading
 from llasa.codec.configs import ConfigLike, as_codes, codebook_size, get_config
 from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
@@ -199,23 +200,28 @@ class Codec:
             batch_size = min(batch_size, max(1, CPU_BATCH_SAMPLES // max(lengths)))
         batches = _same_length_batches(lengths, batch_size)
         for indices in tqdm(batches, desc="encode", unit="batch", disable=len(batches) < 2):
-            waves = torch.from_numpy(np.stack([padded[i] for i in indices]))[:, None]
-            extra = {}
-            if getattr(self.model, "uses_semantic_features", True):  # the log-mel variant reads none
-                features = torch.stack([semantic_features(padded[i]) for i in indices])
-                extra["input_features"] = features.to(self.device, self.dtype)
-            waves = waves.to(self.device, self.dtype)
-            if refine_steps:
-                start = quantizer_inputs(self.model, lambda: self.model.encode(input_values=waves, **extra))
-                out = refine_codes(
-                    self.model, waves, start, steps=refine_steps, lr=self.refine_lr,
-                    cepstral_weight=self.refine_cepstral, progress=True,
-                )  # fmt: skip
-            else:
-                out = self.model.encode(input_values=waves, **extra).audio_codes
-            for row, index in zip(out[:, 0].long().cpu().numpy(), indices):
-                codes[index] = row
+            with onednn_matmul():
+                self._encode_batch([padded[i] for i in indices], indices, codes, refine_steps)
         return codes if batch else codes[0]
+
+    def _encode_batch(self, padded: list[np.ndarray], indices: list[int], codes: list, refine_steps: int) -> None:
+        """Encode equal-length padded waveforms into ``codes[index]`` for each of ``indices``."""
+        waves = torch.from_numpy(np.stack(padded))[:, None]
+        extra = {}
+        if getattr(self.model, "uses_semantic_features", True):  # the log-mel variant reads none
+            features = torch.stack([semantic_features(wave) for wave in padded])
+            extra["input_features"] = features.to(self.device, self.dtype)
+        waves = waves.to(self.device, self.dtype)
+        if refine_steps:
+            start = quantizer_inputs(self.model, lambda: self.model.encode(input_values=waves, **extra))
+            out = refine_codes(
+                self.model, waves, start, steps=refine_steps, lr=self.refine_lr,
+                cepstral_weight=self.refine_cepstral, progress=True,
+            )  # fmt: skip
+        else:
+            out = self.model.encode(input_values=waves, **extra).audio_codes
+        for row, index in zip(out[:, 0].long().cpu().numpy(), indices):
+            codes[index] = row
 
     @torch.inference_mode()
     def decode(self, codes, *, batch_size: int = 8):
@@ -235,7 +241,8 @@ class Codec:
 
     def _decode_tensor(self, codes: torch.Tensor) -> np.ndarray:
         """(B, 1, T) int64 codes, already validated -> (B, 320 T) float32 audio."""
-        values = self.model.decode(audio_codes=codes.to(self.device)).audio_values
+        with onednn_matmul():
+            values = self.model.decode(audio_codes=codes.to(self.device)).audio_values
         return values[:, 0].float().cpu().numpy()
 
     def stream_decode(
