@@ -18,8 +18,12 @@ else PocketSphinx, named in the output. WER is pooled (errors / reference words)
 project's normalisation (`llasa.verify.text.units`). bar: the paragraph WER within 1.3x the
 single-sentence WER. Prints one JSON line.
 
+--context-chunks: also speak every paragraph as a model without `llasa_text` would (chunks as
+long as the context and 300 characters allow, as the official checkpoints get), without repair:
+"wer_context" and its time, the figure before the model's own chunk limit.
+
     python bench/long_text.py [--paragraphs N] [--retries 2] [--threshold 0.3] [--repair-asr pocketsphinx]
-                              [--details FILE.jsonl] [--quick]
+                              [--context-chunks] [--details FILE.jsonl] [--quick]
 
 --quick: one short paragraph, no retries (checks that the bench runs; its figures mean little).
 """
@@ -36,7 +40,7 @@ from pathlib import Path
 from llasa.audio import SAMPLE_RATE
 from llasa.defaults import default_codec_path, default_model_path, default_voice_name
 from llasa.search.cli import resolve_voice
-from llasa.tts import Repair, Synthesizer, speech_recognizer
+from llasa.tts import Repair, Synthesizer, TextLimits, speech_recognizer
 from llasa.verify.text import units
 
 PARAGRAPHS = Path(__file__).with_name("paragraphs.txt")
@@ -56,6 +60,7 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2, help="repair: tries after the first (default 2)")
     parser.add_argument("--threshold", type=float, default=0.3, help="repair: WER above which a chunk is tried again")
     parser.add_argument("--repair-asr", default="pocketsphinx", help="the repair's ASR (default pocketsphinx: not the judge)")
+    parser.add_argument("--context-chunks", action="store_true", help="also: context-sized chunks, no repair")
     parser.add_argument("--details", help="write each paragraph's chunks, tries and transcripts here (JSON lines)")
     parser.add_argument("--quick", action="store_true", help="one short paragraph, no retries: seconds, for CI")
     args = parser.parse_args()
@@ -88,15 +93,27 @@ def main() -> None:
         records.append({"text": text, "chunks": [c.to_dict() for c in chunks]})
         print(f"paragraph {i}: {len(chunks)} chunks, tries {[c.tries for c in chunks]}", file=sys.stderr)
 
+    context, context_s = [], 0.0
+    if args.context_chunks:
+        limits, synth.text_limits = synth.text_limits, TextLimits()
+        for i, text in enumerate(texts):
+            start = time.perf_counter()
+            context.append(synth.tts(text, voice, seed=i, repair=False, progress=False))
+            context_s += time.perf_counter() - start
+        synth.text_limits = limits
+
     judge = speech_recognizer()  # the wer verifier's: Whisper tiny.en when installed, else PocketSphinx
     heard = {name: judge.transcribe(wavs, "en") for name, wavs in
-             (("plain", plain), ("repaired", repaired), ("sentence", sentence_wavs))}  # fmt: skip
+             (("plain", plain), ("repaired", repaired), ("sentence", sentence_wavs), ("context", context))}  # fmt: skip
     wer = {"plain": pooled_wer(texts, heard["plain"]), "repaired": pooled_wer(texts, heard["repaired"]),
            "sentence": pooled_wer(sentences, heard["sentence"])}  # fmt: skip
+    if context:
+        wer["context"] = pooled_wer(texts, heard["context"])
     if args.details:
         with open(args.details, "w") as f:
             for i, record in enumerate(records):
-                f.write(json.dumps({**record, "plain_hyp": heard["plain"][i], "repaired_hyp": heard["repaired"][i]}) + "\n")
+                hyps = {f"{name}_hyp": heard[name][i] for name in ("plain", "repaired", "context") if heard[name]}
+                f.write(json.dumps({**record, **hyps}) + "\n")
     tries = [c["tries"] for r in records for c in r["chunks"]]
     print(json.dumps({
         "bench": "long_text", "quick": args.quick, "paragraphs": len(texts), "chunks": len(tries),
@@ -109,6 +126,7 @@ def main() -> None:
         "time_plain_s": round(plain_s, 2), "time_repaired_s": round(repaired_s, 2),
         "time_ratio": round(repaired_s / plain_s, 3) if plain_s else None,
         "audio_s": round(sum(len(w) for w in repaired) / SAMPLE_RATE, 2),
+        **({"wer_context": wer["context"], "time_context_s": round(context_s, 2)} if context else {}),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }))  # fmt: skip
 

@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from llasa.search.cli import add_commands
 from llasa.lm.model import save
@@ -334,4 +335,12 @@ def test_cli_tts_search_writes_scores(tmp_path, synth, codec):
     args = parse(["tts", "Hi.", "-o", str(out), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"),
                   "--beam-width", "2"])  # fmt: skip
     with pytest.raises(ValueError, match="--beam-width needs --search"):
+        args.handler(args)
+    # --search none samples once per chunk, as without --search: its audio is plain tts's under the seed
+    base = ["tts", "Hi.", "-o", str(out), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"), "--seed", "2"]
+    args = parse([*base, "--search", "none"])
+    assert args.handler(args) == 0
+    np.testing.assert_allclose(sf.read(out, dtype="float32")[0], synth.tts("Hi.", seed=2, progress=False), atol=1e-4)
+    args = parse([*base, "--search", "none", "--verifier", "wer"])
+    with pytest.raises(ValueError, match="--verifier needs --search"):
         args.handler(args)
