@@ -250,6 +250,10 @@ class LMRecipe(Recipe):
                 gradient_clipping=cfg.optim.grad_clip, train_batch_size=cfg.batch_size * cfg.grad_accum * self.world,
             )  # fmt: skip
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        # prepare() wraps forward in autocast and an fp32 copy of every output: the logits are the
+        # largest tensor, and their copy cost a quarter of a small model's step. The steps run
+        # under accelerator.autocast() and the loss upcasts the logits it reads, so it goes
+        accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.scheduler = make_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps - self.origin,
                                         start=progress["step"] - self.origin)  # fmt: skip
         accelerator.register_for_checkpointing(self.scheduler)
