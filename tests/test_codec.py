@@ -346,6 +346,56 @@ def test_semantic_bf16_runs_w2v_bert_in_bf16_only(codec, saved):
     assert fast.model.state_dict().keys() == codec.model.state_dict().keys()
 
 
+# --- inference fast paths ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels, length, batch", [(8, 1001, 2), (48, 4000, 1)])
+def test_fast_anti_aliased_snake_equals_transformers_bit_for_bit(channels, length, batch):
+    from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2AntiAliasedActivation1d, Xcodec2SnakeBeta
+
+    from llasa.codec.fastpath import anti_aliased_snake
+
+    torch.manual_seed(0)
+    module = Xcodec2AntiAliasedActivation1d(Xcodec2SnakeBeta(channels))
+    with torch.no_grad():
+        module.act.alpha.normal_(0, 0.5)
+        module.act.beta.normal_(0, 0.5)
+        x = torch.randn(batch, channels, length)
+        assert torch.equal(anti_aliased_snake(module, x), module(x))
+
+
+def test_fast_paths_serve_inference_and_leave_gradients_to_transformers(codec):
+    from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2AntiAliasedActivation1d
+
+    activation = next(m for m in codec.model.modules() if isinstance(m, Xcodec2AntiAliasedActivation1d))
+    assert "forward" in vars(activation)  # installed on the instance, the class untouched
+    assert "forward" not in vars(Xcodec2AntiAliasedActivation1d(activation.act))
+    x = torch.randn(1, activation.act.alpha.shape[0], 300, requires_grad=True)
+    activation(x).sum().backward()  # transformers' own forward: autograd works
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_onednn_matmul_matches_torch_and_steps_aside_for_gradients():
+    import torch.nn.functional as F
+
+    from llasa.hardware import ONEDNN_MIN_ROWS, OneDNNMatmul
+
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(3, ONEDNN_MIN_ROWS, 40), torch.randn(24, 40), torch.randn(24)
+    signal, kernel = torch.randn(2, 40, ONEDNN_MIN_ROWS), torch.randn(24, 40, 1)
+    with torch.no_grad():
+        reference, conv_reference = F.linear(x, weight, bias), F.conv1d(signal, kernel, bias)
+        with OneDNNMatmul():
+            out, conv_out = F.linear(x, weight, bias), F.conv1d(signal, kernel, bias)
+    assert out.shape == reference.shape and out.is_contiguous() and conv_out.shape == conv_reference.shape
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv_out, conv_reference, rtol=1e-5, atol=1e-5)
+    leaf = weight.clone().requires_grad_()
+    with OneDNNMatmul():
+        F.linear(x, leaf, bias).sum().backward()  # needs a gradient: torch's own product
+    torch.testing.assert_close(leaf.grad, x.sum(dim=(0, 1)).expand(24, -1))
+
+
 # --- analysis-by-synthesis encoding -------------------------------------------------------------
 
 

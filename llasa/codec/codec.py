@@ -14,7 +14,7 @@ from transformers import Xcodec2Config, Xcodec2Model
 from llasa.audio import AudioError, validate
 from llasa.checkpoint import check_device
 from llasa.hardware import onednn_matmul
-from llasa.codec import loading
+from llasa.codec import fastpath, loading
 from llasa.codec.configs import ConfigLike, as_codes, codebook_size, get_config
 from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
 from llasa.codec.mel_encoder import build_codec_model
@@ -102,6 +102,7 @@ class Codec:
                 f"{config.sampling_rate} Hz"
             )
         self.model = model.eval()
+        fastpath.install(model)
         self.semantic_bf16 = semantic_bf16
         if semantic_bf16:
             _autocast_bf16(model.semantic_encoder)
