@@ -45,7 +45,7 @@ def add_commands(subparsers) -> None:
                      "and sample again, up to N times, a chunk whose WER is above --repair-threshold; the best try is "
                      "kept (0 = off; default: the model's recommendation, else off)")  # fmt: skip
     tts.add_argument("--repair-threshold", type=float, metavar="X", help="with repair: the WER above which a chunk "
-                     "is sampled again (default: the model's, else 0.3)")  # fmt: skip
+                     "is sampled again (default: the model's, else 0.5)")  # fmt: skip
     tts.add_argument("--scores", action="store_true", help="with --search: write every candidate's scores to "
                      "OUT.scores.json; with repair: what was repaired (chunk, tries, WERs)")  # fmt: skip
     tts.set_defaults(handler=run_tts)
