@@ -24,7 +24,7 @@ from llasa.defaults import DEFAULT_DIR
 from llasa.lm.model import load as load_lm
 from llasa.lm.sampling import SAMPLING_KEY
 from llasa.train.lm import PROGRESS_FILE
-from llasa.tts import Voice
+from llasa.tts import TEXT_KEY, Voice
 
 
 def voice_name(speaker: str) -> str:
@@ -77,6 +77,7 @@ def export_codec(source: str, out: Path, dtype: torch.dtype, corpus: Path) -> Co
 def export_lm(source: str, out: Path, dtype: torch.dtype) -> None:
     model, tokenizer = load_lm(source, dtype=torch.float32)
     keep_recommendation(model.config, out / "lm" / "config.json", SAMPLING_KEY, "LM")
+    keep_recommendation(model.config, out / "lm" / "config.json", TEXT_KEY, "LM")
     if (out / "lm").exists():
         shutil.rmtree(out / "lm")
     model.to(dtype).save_pretrained(out / "lm")
