@@ -298,3 +298,65 @@ def test_fp32_prefill_then_bf16_decoding(setup):
     np.testing.assert_allclose(mixed._hidden.float().numpy(), reference._hidden.numpy(), rtol=0.02, atol=0.02)
     codes = mixed.run()[0]
     assert len(codes) > 0 and ((codes >= 0) & (codes < vocab.codebook_size)).all()
+
+
+def test_packed_weights_decode_as_the_model_and_follow_its_changes(setup, monkeypatch):
+    """Decoding reads a packed copy of the weights: the same greedy codes as the model itself,
+    remade when a weight changes in place, and not made beyond the size limit."""
+    import llasa.lm.sampling as sampling
+
+    _, vocab, prompt = setup
+    model = build_model("tiny", build_tokenizer(None, 64), seed=0)
+    packed = sampling.packed_weights(model, vocab)
+    assert packed is not None and sampling.packed_weights(model, vocab) is packed  # made once
+    assert packed.body.embed_tokens.weight is model.model.embed_tokens.weight  # shared, not copied
+    codes = generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0]
+    ids = list(prompt)
+    for code in codes:
+        assert restricted_argmax(model, vocab, ids) == code + vocab.speech_offset
+        ids.append(int(code) + vocab.speech_offset)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    assert sampling.packed_weights(model, vocab) is not packed
+    monkeypatch.setattr(sampling, "PACKED_COPY_LIMIT", 1000)
+    assert sampling.packed_weights(model, vocab) is None
+    np.testing.assert_array_equal(
+        generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0],
+        generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0],
+    )
+
+
+def test_the_cache_is_allocated_once_and_written_in_place(setup):
+    model, vocab, prompt = setup
+    dec = SpeechDecoder(model, vocab, prompt, n=2, params=GREEDY, max_new_tokens=10)
+    layer = dec.cache.layers[0]
+    storage = layer.keys.untyped_storage().data_ptr()
+    dec.step(4)
+    assert layer.keys.untyped_storage().data_ptr() == storage
+    assert dec.cache.get_seq_length() == len(prompt) + 4 and layer.keys.shape[2] == len(prompt) + 4
+    dec.run()
+    assert [len(c) for c in dec.codes()] == [10, 10]
+
+
+def test_an_end_seen_late_still_ends_the_row_where_it_was_said(setup, monkeypatch):
+    """On accelerators the end token is looked for every few steps; the row's codes stop where
+    it was said, and what was decoded after it is dropped."""
+    import llasa.lm.sampling as sampling
+
+    model, vocab, prompt = setup
+    logits = SpeechDecoder._logits
+    calls = []
+
+    def end_at_third(self, hidden):
+        scores = logits(self, hidden)
+        calls.append(len(calls))
+        if len(calls) == 3:
+            scores[0, vocab.codebook_size] += 1000.0  # row 0 says the end token at its third step
+        return scores
+
+    monkeypatch.setattr(SpeechDecoder, "_logits", end_at_third)
+    dec = SpeechDecoder(model, vocab, prompt, n=2, params=GREEDY, max_new_tokens=12)
+    dec._check_every = sampling.STOP_CHECK_EVERY
+    dec.run()
+    assert [len(c) for c in dec.codes()] == [2, 12]
+    assert [r.stop_reason for r in dec.rows] == ["end", "length"]
