@@ -360,3 +360,24 @@ def test_an_end_seen_late_still_ends_the_row_where_it_was_said(setup, monkeypatc
     dec.run()
     assert [len(c) for c in dec.codes()] == [2, 12]
     assert [r.stop_reason for r in dec.rows] == ["end", "length"]
+
+
+def test_decode_attention_equals_sdpa_for_one_position():
+    from types import SimpleNamespace
+
+    from llasa.lm.sampling import decode_attention
+
+    torch.manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    cache = torch.randn(2, 2, 40, 16, dtype=torch.float64)
+    keys, values = cache[:, :, :30], cache.flip(2)[:, :, :30]  # views, as the preallocated cache gives
+    query = torch.randn(2, 1, 6, 16, dtype=torch.float64).transpose(1, 2)
+    out, _ = decode_attention(module, query, keys, values, None, scaling=0.25)
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, scale=0.25, enable_gqa=True)
+    torch.testing.assert_close(out, expected.transpose(1, 2))
+    prompt = torch.randn(2, 6, 5, 16, dtype=torch.float64)  # several positions: sdpa itself, causal
+    out, _ = decode_attention(module, prompt, keys[:, :, :5], values[:, :, :5], None, scaling=0.25)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        prompt, keys[:, :, :5], values[:, :, :5], scale=0.25, is_causal=True, enable_gqa=True
+    )
+    torch.testing.assert_close(out, expected.transpose(1, 2))
