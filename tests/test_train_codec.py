@@ -176,7 +176,7 @@ def test_a_few_reconstruction_steps_reduce_the_mel_loss_on_one_clip(corpus, tmp_
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
 
 
-# The loop this core replaced (git 1e0326e), on the recipe of test_same_loss_as_before_the_training_core
+# The loop this core replaced (git 9010f5e), on the recipe of test_same_loss_as_before_the_training_core
 # at seeds 0, 1, 2 (one thread): mean train mel loss of the last 5 of 20 steps (the GAN on from step
 # 10), held-out mel loss at step 20.
 BEFORE = {"mel_last5": [2.5242, 2.5126, 2.6600], "eval_mel": [3.5015, 3.6135, 3.5144]}

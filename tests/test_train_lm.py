@@ -159,7 +159,7 @@ def test_kill_and_resume_matches_uninterrupted(shards, tmp_path):
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
 
 
-# The loop this core replaced (git 1e0326e), on the recipe of test_same_loss_as_before_the_training_core
+# The loop this core replaced (git 9010f5e), on the recipe of test_same_loss_as_before_the_training_core
 # at seeds 0, 1, 2 (one thread): mean train loss of the last 5 of 30 steps, held-out loss at step 30.
 BEFORE = {"loss_last5": [2.7029, 2.7640, 2.6704], "eval_loss": [2.6460, 2.6184, 2.6833]}
 
