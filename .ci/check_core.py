@@ -2,7 +2,9 @@
 and `llasa --help` and every `llasa VERB [ACTION] --help` work."""
 
 import argparse
+import contextlib
 import importlib
+import io
 import pkgutil
 import sys
 
@@ -28,7 +30,8 @@ def main_check() -> int:
     commands = [()] + list(verbs(build_parser()))
     for command in commands:
         try:
-            main([*command, "--help"])
+            with contextlib.redirect_stdout(io.StringIO()):
+                main([*command, "--help"])
         except SystemExit as exit:
             if exit.code != 0:
                 print(f"llasa {' '.join(command)} --help exited {exit.code}", file=sys.stderr)
