@@ -201,7 +201,7 @@ class Codec:
             batch_size = min(batch_size, max(1, CPU_BATCH_SAMPLES // max(lengths)))
         batches = _same_length_batches(lengths, batch_size)
         for indices in tqdm(batches, desc="encode", unit="batch", disable=len(batches) < 2):
-            with onednn_matmul():
+            with onednn_matmul(), fastpath.scratch():
                 self._encode_batch([padded[i] for i in indices], indices, codes, refine_steps)
         return codes if batch else codes[0]
 
