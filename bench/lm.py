@@ -10,7 +10,7 @@ third of the output layer; built by the test helper, no download). Prints one JS
                    (100m, official layout, fp32)
   n8_cost_ratio    time of N=8 candidates over N=1 with our decoder (same configuration)
   <config>         those figures, tokens/s, and the one-off seconds our decoder spent packing
-                   the model's weights (made once per model, see llasa.lm.sampling.packed_weights)
+                   the model's weights (made once per model, see llasa.lm.sampling.decoding_copy)
 
 Timings are process CPU seconds on `--threads` threads (default 1): on a machine whose cores
 other jobs share, wall time mostly measures those jobs. Each round runs generate, ours at N=1
@@ -37,7 +37,7 @@ import torch
 
 from llasa.lm.model import build_model
 from llasa.lm.prompt import prompt_ids
-from llasa.lm.sampling import SamplingParams, SpeechDecoder, packed_weights
+from llasa.lm.sampling import SamplingParams, SpeechDecoder, decoding_copy
 from llasa.lm.vocab import SpeechVocab, build_tokenizer
 
 TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
@@ -76,7 +76,7 @@ def bench_preset(preset: str, base: str | None, dtype: torch.dtype, tokens: int,
                 min_new_tokens=tokens, eos_token_id=vocab.sge_id, pad_token_id=vocab.pad_id,
             )  # fmt: skip
 
-    packing = cpu_seconds(lambda: packed_weights(model, vocab))
+    packing = cpu_seconds(lambda: decoding_copy(model, vocab))
     ours(1)  # warm-up (allocator, kernels)
     theirs()
     rounds = [(cpu_seconds(theirs), cpu_seconds(lambda: ours(1)), cpu_seconds(lambda: ours(8))) for _ in range(repeats)]

@@ -300,30 +300,35 @@ def test_fp32_prefill_then_bf16_decoding(setup):
     assert len(codes) > 0 and ((codes >= 0) & (codes < vocab.codebook_size)).all()
 
 
-def test_packed_weights_decode_as_the_model_and_follow_its_changes(setup, monkeypatch):
-    """Decoding reads a packed copy of the weights: the same greedy codes as the model itself,
-    remade when a weight changes in place, and not made beyond the size limit."""
+def test_the_decoding_copy_decodes_as_the_model_and_follows_its_changes(setup, monkeypatch):
+    """Decoding reads a copy of the model that shares its parameters, with packed matrices: the
+    same greedy codes as the model itself; remade when a weight changes in place; beyond the size
+    limit nothing is packed and the copy only attends differently."""
     import llasa.lm.sampling as sampling
 
     _, vocab, prompt = setup
     model = build_model("tiny", build_tokenizer(None, 64), seed=0)
-    packed = sampling.packed_weights(model, vocab)
-    assert packed is not None and sampling.packed_weights(model, vocab) is packed  # made once
-    assert packed.body.embed_tokens.weight is model.model.embed_tokens.weight  # shared, not copied
-    codes = generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0]
-    ids = list(prompt)
-    for code in codes:
-        assert restricted_argmax(model, vocab, ids) == code + vocab.speech_offset
-        ids.append(int(code) + vocab.speech_offset)
+    copied = sampling.decoding_copy(model, vocab)
+    assert copied.speech is not None and sampling.decoding_copy(model, vocab) is copied  # made once
+    assert copied.body.embed_tokens.weight is model.model.embed_tokens.weight  # shared, not copied
+    assert model.config._attn_implementation == "sdpa"  # the model itself is left as it was
+
+    def greedy_is_the_models_argmax():
+        ids = list(prompt)
+        for code in generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0]:
+            assert restricted_argmax(model, vocab, ids) == code + vocab.speech_offset
+            ids.append(int(code) + vocab.speech_offset)
+
+    greedy_is_the_models_argmax()
     with torch.no_grad():
         model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
-    assert sampling.packed_weights(model, vocab) is not packed
+    assert sampling.decoding_copy(model, vocab) is not copied
+    greedy_is_the_models_argmax()
     monkeypatch.setattr(sampling, "PACKED_COPY_LIMIT", 1000)
-    assert sampling.packed_weights(model, vocab) is None
-    np.testing.assert_array_equal(
-        generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0],
-        generate_codes(model, vocab, prompt, params=GREEDY, max_new_tokens=12)[0],
-    )
+    unpacked = sampling.decoding_copy(model, vocab)
+    assert unpacked.speech is None
+    assert unpacked.body.layers[0].mlp.down_proj.weight is model.model.layers[0].mlp.down_proj.weight
+    greedy_is_the_models_argmax()
 
 
 def test_the_cache_is_allocated_once_and_written_in_place(setup):

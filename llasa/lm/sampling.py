@@ -9,7 +9,7 @@ adds is the loop, the bookkeeping, and where the weights and the cache live:
 * the prompt is prefilled once and its cache copied to the N rows (never recomputed), through
   ``prefill_model`` when given (an fp32 copy on CPUs that emulate bf16);
 * the cache is allocated once for the whole decode (:class:`PreallocatedLayer`), and on a CPU
-  the matrices are read from a copy in oneDNN's layout (:func:`packed_weights`): decoding is
+  the matrices are read from a copy in oneDNN's layout (:func:`decoding_copy`): decoding is
   bound by how fast the weights stream, and that layout streams them 1.4-3x faster than MKL's;
 * all live rows decode together in one batch, in lock-step, so they share one sequence
   length and need no padding or attention mask;
@@ -241,13 +241,13 @@ class SpeechDecoder:
         self._weight = model.get_output_embeddings().weight
         if model.get_output_embeddings().bias is not None:
             raise ValueError("output layers with a bias are not supported (Llama has none)")
-        self._packed = packed_weights(model, vocab)
+        self._copy = decoding_copy(model, vocab)
         # the stop check reads a device flag on the host: free on a CPU, where an extra step
         # is not, but a pipeline stall on an accelerator, which checks every few steps instead
         self._check_every = 1 if device.type == "cpu" else STOP_CHECK_EVERY
 
         prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-        via = prefill_model if prefill_model is not None or self._packed is None else self._packed.body
+        via = prefill_model if prefill_model is not None or self._copy is None else self._copy.body
         with torch.inference_mode():
             prefilled, hidden = prefill(model, prompt, via=via)
             self.cache = preallocated_cache(prefilled, n, self.prompt_length + self.max_new_tokens)
@@ -394,13 +394,13 @@ class SpeechDecoder:
 
     def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run the decoder over new tokens; the final hidden state of the last position."""
-        body = self.model.model if self._packed is None else self._packed.body
+        body = self.model.model if self._copy is None else self._copy.body
         out = body(input_ids=input_ids, cache=self.cache, use_cache=True)
         return out.last_hidden_state[:, -1]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self._packed is not None:
-            return self._packed.speech(hidden).float()
+        if self._copy is not None and self._copy.speech is not None:
+            return self._copy.speech(hidden).float()
         return speech_logits(hidden, self._weight, self.vocab)
 
 
@@ -492,56 +492,62 @@ class PackedLinear(torch.nn.Module):
 
 
 @dataclass
-class PackedWeights:
-    """A model's transformer (its linear layers as :class:`PackedLinear`, every other parameter
-    shared) and its output layer's speech rows and end-token row, packed.
+class DecodingCopy:
+    """What a CPU decodes with: a copy of the model's transformer that shares every parameter and
+    buffer and attends with :func:`decode_attention`, its linear layers packed
+    (:class:`PackedLinear`) where that fits, and then the output layer's speech rows and
+    end-token row packed too (``speech``; else None).
 
-    Why: one token of a batch of 1 to 8 rows reads every matrix once, so decoding runs at the
-    speed the CPU streams weights. MKL's matrix-vector product (what ``nn.Linear`` calls) read
+    Why packed: one token of a batch of 1 to 8 rows reads every matrix once, so decoding runs at
+    the speed the CPU streams weights. MKL's matrix-vector product (what ``nn.Linear`` calls) read
     them at about 16 GB/s on the AMD CPU of these measurements (fp32) and oneDNN's, from its own
     layout, at 25-32 GB/s: 1.4x faster at 1 row, 2-3x at 8 rows; bf16 likewise 2x.
     """
 
     body: LlamaModel
-    speech: PackedLinear
+    speech: PackedLinear | None
     stamp: tuple
 
 
-_PACKED: "weakref.WeakKeyDictionary[LlamaForCausalLM, PackedWeights]" = weakref.WeakKeyDictionary()
+_COPIES: "weakref.WeakKeyDictionary[LlamaForCausalLM, DecodingCopy]" = weakref.WeakKeyDictionary()
 
 
-def packed_weights(model: LlamaForCausalLM, vocab: SpeechVocab) -> PackedWeights | None:
-    """The model's :class:`PackedWeights` (made once, remade when its weights change), or None
-    where they do not pay or do not fit: off the CPU, in bf16 where the CPU emulates it, without
-    oneDNN, or beyond ``PACKED_COPY_LIMIT``."""
+def decoding_copy(model: LlamaForCausalLM, vocab: SpeechVocab) -> DecodingCopy | None:
+    """The model's :class:`DecodingCopy` (made once, remade when a weight changes), or None off
+    the CPU. Its matrices are packed unless the model is in bf16 where the CPU emulates it, oneDNN
+    is missing, or the packed copy would exceed ``PACKED_COPY_LIMIT``."""
     weight = model.get_output_embeddings().weight
-    if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return None
-    if weight.dtype not in (torch.float32, torch.bfloat16) or (weight.dtype == torch.bfloat16 and not fast_bf16("cpu")):
+    if weight.device.type != "cpu":
         return None
     linears = [m for m in model.model.modules() if isinstance(m, torch.nn.Linear)]
     size = sum(m.weight.numel() for m in linears) + (vocab.codebook_size + 1) * weight.shape[1]
-    if size * weight.element_size() > PACKED_COPY_LIMIT:
-        return None
-    stamp = (vocab.speech_offset, vocab.codebook_size, vocab.sge_id) + tuple(
+    pack = (
+        torch.backends.mkldnn.is_available()
+        and (weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and fast_bf16("cpu")))
+        and size * weight.element_size() <= PACKED_COPY_LIMIT
+    )
+    stamp = (pack, vocab.speech_offset, vocab.codebook_size, vocab.sge_id) + tuple(
         (p.data_ptr(), p._version) for p in itertools.chain((m.weight for m in linears), [weight])
     )
-    packed = _PACKED.get(model)
-    if packed is None or packed.stamp != stamp:
+    copied = _COPIES.get(model)
+    if copied is None or copied.stamp != stamp:
         with torch.no_grad():
-            rows = torch.cat([weight[vocab.speech_offset : vocab.speech_offset + vocab.codebook_size],
-                              weight[vocab.sge_id : vocab.sge_id + 1]])  # fmt: skip
-            packed = PackedWeights(_packed_body(model.model), PackedLinear(rows), stamp)
-        _PACKED[model] = packed
-    return packed
+            speech = None
+            if pack:
+                rows = torch.cat([weight[vocab.speech_offset : vocab.speech_offset + vocab.codebook_size],
+                                  weight[vocab.sge_id : vocab.sge_id + 1]])  # fmt: skip
+                speech = PackedLinear(rows)
+            copied = DecodingCopy(_decoding_body(model.model, pack=pack), speech, stamp)
+        _COPIES[model] = copied
+    return copied
 
 
-def _packed_body(body: LlamaModel) -> LlamaModel:
-    """A copy of ``body`` sharing every parameter and buffer, its linear layers packed and its
-    attention :func:`decode_attention`."""
+def _decoding_body(body: LlamaModel, *, pack: bool) -> LlamaModel:
+    """A copy of ``body`` sharing every parameter and buffer, attending with
+    :func:`decode_attention`, its linear layers packed if ``pack``."""
     shared = {id(t): t for t in itertools.chain(body.parameters(), body.buffers())}
     twin = copy.deepcopy(body, shared)
-    for module in list(twin.modules()):
+    for module in list(twin.modules()) if pack else []:
         for name, child in list(module.named_children()):
             if isinstance(child, torch.nn.Linear):
                 setattr(module, name, PackedLinear(child.weight, child.bias))
@@ -579,7 +585,7 @@ def prefill(
     """Run ``prompt`` (1, L) through the model: its KV cache and last position's hidden state,
     in ``model``'s dtype. ``via``: the same model to run it through instead, in a wider dtype
     (:func:`llasa.lm.model.prefill_copy`; its cache is narrowed to ``model``'s dtype) or as
-    :func:`packed_weights` holds it."""
+    :func:`decoding_copy` holds it."""
     runner = model if via is None else via
     body = runner.model if isinstance(runner, LlamaForCausalLM) else runner
     cache = DynamicCache(config=model.config)
