@@ -351,7 +351,10 @@ def test_semantic_bf16_runs_w2v_bert_in_bf16_only(codec, saved):
 
 @pytest.mark.parametrize("channels, length, batch", [(8, 1001, 2), (48, 4000, 1)])
 def test_fast_anti_aliased_snake_equals_transformers_bit_for_bit(channels, length, batch):
-    from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2AntiAliasedActivation1d, Xcodec2SnakeBeta
+    from transformers.models.xcodec2.modeling_xcodec2 import (
+        Xcodec2AntiAliasedActivation1d,
+        Xcodec2SnakeBeta,
+    )
 
     from llasa.codec.fastpath import anti_aliased_snake, scratch
 
@@ -368,7 +371,9 @@ def test_fast_anti_aliased_snake_equals_transformers_bit_for_bit(channels, lengt
 
 
 def test_fast_paths_serve_inference_and_leave_gradients_to_transformers(codec):
-    from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2AntiAliasedActivation1d
+    from transformers.models.xcodec2.modeling_xcodec2 import (
+        Xcodec2AntiAliasedActivation1d,
+    )
 
     activation = next(m for m in codec.model.modules() if isinstance(m, Xcodec2AntiAliasedActivation1d))
     assert "forward" in vars(activation)  # installed on the instance, the class untouched

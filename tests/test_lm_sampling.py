@@ -304,7 +304,7 @@ def test_the_decoding_copy_decodes_as_the_model_and_follows_its_changes(setup, m
     """Decoding reads a copy of the model that shares its parameters, with packed matrices: the
     same greedy codes as the model itself; remade when a weight changes in place; beyond the size
     limit nothing is packed and the copy only attends differently."""
-    import llasa.lm.sampling as sampling
+    from llasa.lm import sampling
 
     _, vocab, prompt = setup
     model = build_model("tiny", build_tokenizer(None, 64), seed=0)
@@ -346,7 +346,7 @@ def test_the_cache_is_allocated_once_and_written_in_place(setup):
 def test_an_end_seen_late_still_ends_the_row_where_it_was_said(setup, monkeypatch):
     """On accelerators the end token is looked for every few steps; the row's codes stop where
     it was said, and what was decoded after it is dropped."""
-    import llasa.lm.sampling as sampling
+    from llasa.lm import sampling
 
     model, vocab, prompt = setup
     logits = SpeechDecoder._logits

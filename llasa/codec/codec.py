@@ -13,13 +13,13 @@ from transformers import Xcodec2Config, Xcodec2Model
 
 from llasa.audio import AudioError, validate
 from llasa.checkpoint import check_device
-from llasa.hardware import onednn_matmul
 from llasa.codec import fastpath, loading
 from llasa.codec.configs import ConfigLike, as_codes, codebook_size, get_config
 from llasa.codec.features import SEMANTIC_HOP, pad_waveform, semantic_features
 from llasa.codec.mel_encoder import build_codec_model
 from llasa.codec.refine import DEFAULT_LR, quantizer_inputs, refine_codes
 from llasa.codec.streaming import StreamingDecoder
+from llasa.hardware import onednn_matmul
 
 
 def _as_waveform(wav, what: str) -> np.ndarray:

@@ -25,8 +25,10 @@ from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
-from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2AntiAliasedActivation1d, Xcodec2SnakeBeta
-
+from transformers.models.xcodec2.modeling_xcodec2 import (
+    Xcodec2AntiAliasedActivation1d,
+    Xcodec2SnakeBeta,
+)
 
 _SCRATCH: ContextVar[dict | None] = ContextVar("llasa_codec_scratch", default=None)
 

@@ -43,10 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache, LlamaForCausalLM, LlamaModel
+from transformers import (
+    AttentionInterface,
+    AttentionMaskInterface,
+    DynamicCache,
+    LlamaForCausalLM,
+    LlamaModel,
+)
 from transformers.cache_utils import DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import sdpa_mask
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
@@ -54,11 +58,12 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 from llasa.hardware import fast_bf16, onednn_matmul
 from llasa.lm.model import CONTEXT_LENGTH
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
-
 
 # a model's own recommended sampling, in its config.json (e.g. {"temperature": 0.6, "top_p": 0.9}):
 # what llasa uses for that model unless told otherwise. The official checkpoints have none, so
@@ -261,6 +266,7 @@ class SpeechDecoder:
         self._history[:, : len(prompt_codes)] = torch.tensor(prompt_codes, dtype=torch.long, device=device)
         self._history_length = len(prompt_codes)
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (choice, logp) of steps not yet in self.rows
+        self._ended: torch.Tensor | None = None  # which rows said the end token during the pending steps
 
     # ------------------------------------------------------------------ state
     @property
@@ -420,7 +426,7 @@ class PreallocatedLayer(DynamicLayer):
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: int, capacity: int):
         super().__init__()
-        batch, heads, length, _ = keys.shape
+        _, heads, length, _ = keys.shape
         self._keys = keys.new_empty(rows, heads, capacity, keys.shape[-1])
         self._values = values.new_empty(rows, heads, capacity, values.shape[-1])
         self._keys[:, :, :length] = keys
@@ -471,7 +477,7 @@ def preallocated_cache(prefilled: DynamicCache, rows: int, capacity: int) -> Dyn
 
 
 # Decoding keeps a copy of the model's matrices in oneDNN's blocked layout (below) only up to
-# this size: the official 1B in bf16 would need 2.3 GB more
+# this size: the official 1B in bf16 would need 2.2 GB more
 PACKED_COPY_LIMIT = 1 << 30
 # the batch size oneDNN lays fp32 matrices out for: from 4 rows on, one layout served 1 and 8
 # rows alike (the 1-row layout made 8 rows 1.7x slower)
@@ -527,7 +533,7 @@ def decoding_copy(model: LlamaForCausalLM, vocab: SpeechVocab) -> DecodingCopy |
         and size * weight.element_size() <= PACKED_COPY_LIMIT
     )
     stamp = (pack, vocab.speech_offset, vocab.codebook_size, vocab.sge_id) + tuple(
-        (p.data_ptr(), p._version) for p in itertools.chain((m.weight for m in linears), [weight])
+        (p.data_ptr(), _version(p)) for p in itertools.chain((m.weight for m in linears), [weight])
     )
     copied = _COPIES.get(model)
     if copied is None or copied.stamp != stamp:
@@ -540,6 +546,11 @@ def decoding_copy(model: LlamaForCausalLM, vocab: SpeechVocab) -> DecodingCopy |
             copied = DecodingCopy(_decoding_body(model.model, pack=pack), speech, stamp)
         _COPIES[model] = copied
     return copied
+
+
+def _version(tensor: torch.Tensor) -> int:
+    """How often ``tensor`` was changed in place; tensors made in inference mode keep no count."""
+    return -1 if tensor.is_inference() else tensor._version
 
 
 def _decoding_body(body: LlamaModel, *, pack: bool) -> LlamaModel:
