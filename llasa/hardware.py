@@ -112,11 +112,12 @@ def _onednn_linear(x, weight, bias=None):
     rows, features = x.numel() // x.shape[-1], x.shape[-1]
     if rows < ONEDNN_MIN_ROWS:
         return None
-    # (rows, in) as a channels-last (1, in, 1, rows) image: oneDNN reads it in place and writes
-    # a channels-last result, which is (rows, out) row-major
-    image = x.reshape(1, 1, rows, features).permute(0, 3, 1, 2)
+    # (rows, in) row-major as a channels-last (1, in, 1, rows) image: oneDNN reads it in place and
+    # writes a channels-last result, which is (rows, out) row-major (from other strides it would
+    # write channels-first, and every later op would read a transposed tensor)
+    image = x.reshape(rows, features).contiguous().view(1, 1, rows, features).permute(0, 3, 1, 2)
     out = torch.mkldnn_convolution(image, weight[:, :, None, None], bias, [0, 0], [1, 1], [1, 1], 1)
-    return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
+    return out.permute(0, 2, 3, 1).contiguous().view(*x.shape[:-1], weight.shape[0])
 
 
 def _onednn_pointwise_conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
