@@ -100,6 +100,8 @@ def onednn_matmul():
 
 
 def _eligible(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    if torch.is_autocast_enabled("cpu"):  # the product is to run in bf16: leave it to autocast
+        return False
     tensors = (x, weight) if bias is None else (x, weight, bias)
     if any(t.device.type != "cpu" or t.dtype != torch.float32 or t.layout != torch.strided for t in tensors):
         return False

@@ -403,6 +403,8 @@ def test_onednn_matmul_matches_torch_and_steps_aside_for_gradients():
     with OneDNNMatmul():
         F.linear(x, leaf, bias).sum().backward()  # needs a gradient: torch's own product
     torch.testing.assert_close(leaf.grad, x.sum(dim=(0, 1)).expand(24, -1))
+    with torch.no_grad(), OneDNNMatmul(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert F.linear(x, weight, bias).dtype == torch.bfloat16  # autocast's bf16 product, not an fp32 one
 
 
 # --- analysis-by-synthesis encoding -------------------------------------------------------------
