@@ -508,6 +508,11 @@ class DecodingCopy:
     the speed the CPU streams weights. MKL's matrix-vector product (what ``nn.Linear`` calls) read
     them at about 16 GB/s on the AMD CPU of these measurements (fp32) and oneDNN's, from its own
     layout, at 25-32 GB/s: 1.4x faster at 1 row, 2-3x at 8 rows; bf16 likewise 2x.
+
+    Why eager, not ``torch.compile``: with torch 2.13 on the CPU, inductor does not lower the
+    packed products, and over the model itself it spent 7-14 CPU seconds compiling the step
+    (2-3 s in later processes, from inductor's cache) and then decoded no faster than eager (the
+    built-in model and the 100m preset, one row).
     """
 
     body: LlamaModel
