@@ -105,8 +105,9 @@ def test_piper_voices_render_with_their_settings_and_stay_out_of_shipped_corpora
     test_pair = [it for it in items.values() if it["split"] == "test"]
     by_voice = {it["speaker"]: sf.info(it["audio"]) for it in test_pair}
     assert all(info.samplerate == 16000 for info in by_voice.values())
-    # the same sentence, spoken at length_scale 1.2 against 0.85
-    assert by_voice["piper_joe_slow"].duration > 1.2 * by_voice["piper_joe_fast"].duration
+    # the same sentence at length_scale 1.2 against 0.85: 1.18-1.4x as long over runs (the noise
+    # settings differ too, and pauses do not scale), never as short
+    assert by_voice["piper_joe_slow"].duration > 1.05 * by_voice["piper_joe_fast"].duration
     assert not any(it["commercial_use"] for it in items.values())
     assert "piper_joe" not in synth.available_voices() and "piper_joe" in synth.available_voices(include_non_commercial=True)
 
