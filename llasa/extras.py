@@ -25,6 +25,8 @@ EXTRAS = {
     "pystoi": "eval",
     "pesq": "eval",
     "fastapi": "serve",
+    "starlette": "serve",
+    "pydantic": "serve",
     "uvicorn": "serve",
     "multipart": "serve",
     "datasets": "data",

@@ -7,7 +7,6 @@ or codec loads. The server answers 4xx with a message, never 5xx.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shlex
@@ -18,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from test_serve import sine, wav_bytes
 
 from llasa.cli import main
 from llasa.codec import Codec
@@ -27,16 +27,6 @@ from llasa.tts import MAX_CANDIDATES, MAX_INPUT_CHARS, Synthesizer
 
 SEED_2_80 = str(2**80)  # the overflow a torch generator reports as "Overflow when unpacking long long"
 LONG_TEXT = "Hello there. " * 1600  # 20,800 characters: past the default limit
-
-
-def sine(seconds: float, rate: int = 16000) -> np.ndarray:
-    return (0.1 * np.sin(np.linspace(0, 2000 * seconds, int(rate * seconds)))).astype(np.float32)
-
-
-def wav_bytes(wav: np.ndarray, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, wav, rate, format="WAV")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
