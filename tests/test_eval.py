@@ -132,7 +132,7 @@ needs_two_asrs = pytest.mark.skipif(
 
 
 def test_a_search_judged_by_its_own_verifier_is_flagged(tmp_path, meta, synth, metrics):
-    """By default the search's wer verifier is built as the judge is: one model, and the summary says so."""
+    """By default the search's wer verifier is the judge's ASR (in a shorter window), and the summary says so."""
     items = read_eval_list(meta)[:1]
     searcher = searcher_for("best-of-n", 2, verifiers="sim,wer", verifier_cache=metrics.search_cache())
     summary = evaluate_tts(synth, items, tmp_path / "same", metrics=metrics, searcher=searcher, progress=False)
@@ -148,7 +148,7 @@ def test_a_separate_judge_judges_the_search(tmp_path, meta, synth):
     judge = Metrics(language="en", wer_asr="faster-whisper")
     items = read_eval_list(meta)[:1]
     verify = {"asr": "pocketsphinx"}
-    searcher = searcher_for("best-of-n", 2, verifier_options={"wer": verify}, verifier_cache=judge.search_cache(verify))
+    searcher = searcher_for("best-of-n", 2, verifier_options={"wer": verify}, verifier_cache=judge.search_cache())
     summary = evaluate_tts(synth, items, tmp_path / "o", metrics=judge, searcher=searcher, progress=False)
     assert (summary["judge_asr"], summary["verifier_asr"]) == ("whisper-tiny.en (faster-whisper int8)", "pocketsphinx")
     assert not summary["judge_is_verifier"] and not summary["sim_judge_is_verifier"]

@@ -152,7 +152,7 @@ def test_faster_whisper_is_the_default_and_hears_recorded_speech(whisper, libriv
         assert s.components["wer"] <= 0.3, (text, s.info["hyp"])  # "ill disposed": "old-sposed"
         errors += s.components["wer"] * s.components["ref_units"]
         words += s.components["ref_units"]
-    assert errors / words <= 0.08  # tiny.en: 2.8 % here; PocketSphinx 28 %
+    assert errors / words <= 0.1  # tiny.en: 6 of 71 words here (a word split or joined counts twice); PocketSphinx 28 %
 
 
 @needs_faster_whisper
@@ -171,7 +171,49 @@ def test_faster_whisper_features_are_whisper_s_30_second_window(whisper, librivo
     extractor = whisper.asr.model.feature_extractor
     for wav in (librivox[1][0], np.zeros(SAMPLE_RATE, np.float32), librivox[0][0][:1000]):
         expected = extractor(wav, padding=extractor.n_samples)[:, : extractor.nb_max_frames]
-        np.testing.assert_allclose(whisper.asr._features(wav), expected, atol=1e-5)
+        np.testing.assert_allclose(whisper.asr._features(wav, extractor.nb_max_frames), expected, atol=1e-5)
+        # a fitted window is the same features, cut where the window ends
+        np.testing.assert_allclose(whisper.asr._features(wav, 1000), expected[:, :1000], atol=1e-5)
+
+
+@needs_faster_whisper
+def test_searches_hear_a_fitted_window_and_judges_the_full_one(whisper):
+    """The search verifier's window is the clip + 2 s, at least 10 s, at most 30 s (frames at 100 a
+    second, even); a judge's is always Whisper's 30 s."""
+    fitted = whisper.asr
+    assert fitted.window == wer_module.SEARCH_WINDOW
+    for seconds, frames in ((1.0, 1000), (3.4, 1000), (8.5, 1050), (12.25, 1426), (29.0, 3000)):
+        assert fitted._frames(np.zeros(int(seconds * SAMPLE_RATE), np.float32)) == frames, seconds
+    from llasa.eval.metrics import Metrics
+    from llasa.tts import speech_recognizer
+
+    for judge in (speech_recognizer(), Metrics().verifiers["wer"].asr):
+        assert judge.window is None and judge._frames(np.zeros(SAMPLE_RATE, np.float32)) == 3000
+        assert judge.name == fitted.name  # one ASR however long its window: judge_is_verifier stays honest
+
+
+@pytest.mark.parametrize("window", [0, 9.5, 31, -1])
+def test_a_window_whisper_loops_in_is_refused(window):
+    with pytest.raises(ValueError, match="window must be from 10"):
+        get_verifier("wer", window=window)
+
+
+@needs_faster_whisper
+def test_the_fitted_window_hears_as_well_as_the_full_one(whisper, librivox):
+    """On recorded speech the fitted window makes no more errors than Whisper's full window (6 and
+    8 of 71 words here: they split "cold-hearted" differently)."""
+    jiwer = pytest.importorskip("jiwer")
+    full = get_verifier("wer", window=None)
+    wavs, texts = [w for w, _ in librivox], [t for _, t in librivox]
+
+    def errors(asr) -> int:
+        out = 0
+        for text, hyp in zip(texts, asr.transcribe(wavs, "en")):
+            m = jiwer.process_words(" ".join(units(text)), " ".join(units(hyp)))
+            out += m.substitutions + m.deletions + m.insertions
+        return out
+
+    assert errors(whisper.asr) <= errors(full.asr)
 
 
 @needs_faster_whisper

@@ -174,7 +174,7 @@ def run_eval_tts(args: argparse.Namespace) -> int:
     check_generation_args(args)
     items = _items(args)
     metrics = _judge(args)
-    searcher = searcher_from_args(args, verifier_cache=metrics.search_cache(wer_options(args.wer_model, args.wer_asr)))
+    searcher = searcher_from_args(args, verifier_cache=metrics.search_cache())
     synth, params = _synth_and_params(args)
     summary = evaluate_tts(synth, items, args.output, metrics=metrics, searcher=searcher, params=params, seed=args.seed)
     _print_summary(summary)

@@ -34,7 +34,7 @@ class Metrics:
         self.metric = error_metric(language)  # "wer" or "cer"
         self.wer_options = {key: value for key, value in (("model", wer_model), ("asr", wer_asr)) if value is not None}
         self.verifiers: dict[str, Verifier] = {
-            "wer": get_verifier("wer", **self.wer_options),
+            "wer": get_verifier("wer", window=None, **self.wer_options),  # Whisper's full window
             "sim": get_verifier("sim", model=sim_model),
         }
         if dnsmos:
@@ -50,12 +50,10 @@ class Metrics:
         """The ASR that judges intelligibility."""
         return self.verifiers["wer"].asr_name
 
-    def search_cache(self, wer_options: dict | None = None) -> dict[str, Verifier]:
-        """Verifiers a search may reuse instead of loading its own: the judges, except the ASR
-        when the search's wer verifier is built otherwise (``wer_options``, its constructor
-        options); a search built like the judge shares its model, and :func:`judges` says so."""
-        if (wer_options or {}) == self.wer_options:
-            return dict(self.verifiers)
+    def search_cache(self) -> dict[str, Verifier]:
+        """Verifiers a search may reuse instead of loading its own: the judges except the ASR, which
+        judges in Whisper's full window while a search's hears a fitted one (llasa.verify.wer);
+        :func:`judges` still says when both are the same ASR."""
         return {name: verifier for name, verifier in self.verifiers.items() if name != "wer"}
 
 

@@ -60,12 +60,12 @@ def evaluate_scaling(
 
     ``verifiers``: the search verifiers of best-of-n and beam (default wer); the named recipe fixes
     its own. ``wer_options``: how the searches' wer verifier is built (``model``, ``asr``; default:
-    as the judge's, ``metrics``, which is then the verifier: the points say so). The searches
-    share the metric's models where they are the same (:meth:`Metrics.search_cache`), so each loads once.
+    the judge's ASR, which is then the verifier: the points say so). The searches share the
+    metric's other models (:meth:`Metrics.search_cache`), so each loads once.
     """
     outdir = Path(outdir)
     sizes = sorted(set(sizes))  # each point once, smallest first
-    cache = metrics.search_cache(wer_options)
+    cache = metrics.search_cache()
     # all built first, so that a bad size fails before any work; best-of-N runs at its largest
     # size only, the smaller ones are read off its candidates
     searchers = [(s, size, searcher_for(s, size, expand=expand, step_tokens=step_tokens,
