@@ -335,12 +335,32 @@ def test_the_cache_is_allocated_once_and_written_in_place(setup):
     model, vocab, prompt = setup
     dec = SpeechDecoder(model, vocab, prompt, n=2, params=GREEDY, max_new_tokens=10)
     layer = dec.cache.layers[0]
-    storage = layer.keys.untyped_storage().data_ptr()
+    storage = layer.keys.own.untyped_storage().data_ptr()
+    assert layer.keys.prefix.shape[0] == 1  # the prompt's positions are held once for both rows
     dec.step(4)
-    assert layer.keys.untyped_storage().data_ptr() == storage
-    assert dec.cache.get_seq_length() == len(prompt) + 4 and layer.keys.shape[2] == len(prompt) + 4
+    assert layer.keys.own.untyped_storage().data_ptr() == storage
+    assert dec.cache.get_seq_length() == len(prompt) + 4 and layer.keys.shape == (2, layer.keys.own.shape[1], len(prompt) + 4,
+                                                                              layer.keys.own.shape[3])  # fmt: skip
     dec.run()
     assert [len(c) for c in dec.codes()] == [10, 10]
+
+
+def test_the_shared_prompt_attends_as_a_copied_one(setup):
+    """Attention over a prompt held once equals attention over it copied into every row."""
+    from llasa.lm.sampling import SharedPrefix, decode_attention
+
+    torch.manual_seed(0)
+    rows, heads, kv_heads, dim = 3, 6, 2, 8
+    query = torch.randn(rows, heads, 1, dim)
+    keys = SharedPrefix(torch.randn(1, kv_heads, 11, dim), torch.randn(rows, kv_heads, 4, dim))
+    values = SharedPrefix(torch.randn(1, kv_heads, 11, dim), torch.randn(rows, kv_heads, 4, dim))
+    shared, _ = decode_attention(None, query, keys, values, None)
+    copied, _ = decode_attention(None, query, keys.whole(), values.whole(), None)
+    torch.testing.assert_close(shared, copied)
+    # and the copy equals plain attention, each query head reading its key/value head
+    expected = torch.softmax(query @ keys.whole().repeat_interleave(3, 1).transpose(-1, -2) * dim**-0.5, -1)
+    expected = (expected @ values.whole().repeat_interleave(3, 1)).transpose(1, 2)
+    torch.testing.assert_close(copied, expected)
 
 
 def test_an_end_seen_late_still_ends_the_row_where_it_was_said(setup, monkeypatch):
