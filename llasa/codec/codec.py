@@ -22,6 +22,11 @@ from llasa.codec.streaming import StreamingDecoder
 from llasa.hardware import onednn_matmul
 
 
+# a bar appears only on work that lasts: a search decodes its candidates in a fraction of a second,
+# many times a request
+PROGRESS_DELAY = 2.0
+
+
 def _as_waveform(wav, what: str) -> np.ndarray:
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().cpu().numpy()
@@ -200,7 +205,7 @@ class Codec:
         if self.device.type == "cpu":
             batch_size = min(batch_size, max(1, CPU_BATCH_SAMPLES // max(lengths)))
         batches = _same_length_batches(lengths, batch_size)
-        for indices in tqdm(batches, desc="encode", unit="batch", disable=len(batches) < 2):
+        for indices in tqdm(batches, desc="encode", unit="batch", disable=len(batches) < 2, delay=PROGRESS_DELAY):
             with onednn_matmul(), fastpath.scratch():
                 self._encode_batch([padded[i] for i in indices], indices, codes, refine_steps)
         return codes if batch else codes[0]
@@ -234,7 +239,7 @@ class Codec:
         ]
         audio: list[np.ndarray | None] = [None] * len(items)
         batches = _same_length_batches([len(c) for c in checked], batch_size)
-        for indices in tqdm(batches, desc="decode", unit="batch", disable=len(batches) < 2):
+        for indices in tqdm(batches, desc="decode", unit="batch", disable=len(batches) < 2, delay=PROGRESS_DELAY):
             stacked = torch.from_numpy(np.stack([checked[i] for i in indices]))[:, None]
             for row, index in zip(self._decode_tensor(stacked), indices):
                 audio[index] = row
