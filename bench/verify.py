@@ -3,7 +3,8 @@
 Prints one JSON line. ``<name>_rtf`` = seconds of compute per second of candidate audio, for
 sim, sanity, dnsmos, the screen alone, and wer with each ASR backend installed
 (``wer_faster_whisper_rtf``, ``wer_pocketsphinx_rtf``; ``wer_whisper_rtf`` with --whisper-model;
-``wer_rtf`` is the backend the verifier picks by itself, named in ``wer_asr``). Each wer figure
+``wer_rtf`` is the backend the verifier picks by itself, named in ``wer_asr``; faster-whisper in
+the window a search uses, and ``wer_faster_whisper_full_window_rtf`` in a judge's). Each wer figure
 includes its screen; ``wer_screened_out_rtf`` is wer on a noise clip of the same length, which
 the screen rejects before the ASR. ``<name>_ms`` = milliseconds per candidate;
 ``prepare_once_speedup`` = scoring N candidates with the request state recomputed for each
@@ -86,6 +87,8 @@ def main() -> None:
             continue
         try:
             measure(f"wer_{backend.replace('-', '_')}", get_verifier("wer", asr=backend, model=model))
+            if backend == "faster-whisper":  # as a judge hears: Whisper's full 30 s window
+                measure("wer_faster_whisper_full_window", get_verifier("wer", asr=backend, model=model, fast=False))
         except MissingExtra:
             figures[f"wer_{backend.replace('-', '_')}_rtf"] = None
 

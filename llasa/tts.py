@@ -161,7 +161,7 @@ def speech_recognizer(model: str | Path | None = None, asr: str | None = None):
 
     options = {key: value for key, value in (("model", model), ("asr", asr)) if value is not None}
     try:
-        return get_verifier("wer", window=None, **options).asr  # Whisper's full window: a transcript, not a ranking
+        return get_verifier("wer", fast=False, **options).asr  # a transcript, not a ranking
     except MissingExtra as exc:
         raise MissingExtra(f"transcribing a voice clip given without its transcript needs an ASR: {exc} (or give the "
                            "clip's transcript)") from None  # fmt: skip

@@ -319,16 +319,35 @@ def test_the_decoding_copy_decodes_as_the_model_and_follows_its_changes(setup, m
             assert restricted_argmax(model, vocab, ids) == code + vocab.speech_offset
             ids.append(int(code) + vocab.speech_offset)
 
+    attention, mlp = copied.body.layers[0].self_attn, copied.body.layers[0].mlp
+    assert all(isinstance(m, sampling.FusedPart) for m in (attention.q_proj, attention.k_proj, mlp.up_proj))
     greedy_is_the_models_argmax()
-    with torch.no_grad():
-        model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
-    assert sampling.decoding_copy(model, vocab) is not copied
-    greedy_is_the_models_argmax()
+    for weight in (model.model.layers[0].mlp.down_proj.weight, model.model.layers[1].self_attn.k_proj.weight):
+        with torch.no_grad():
+            weight.mul_(3.0)
+        assert sampling.decoding_copy(model, vocab) is not copied
+        copied = sampling.decoding_copy(model, vocab)
+        greedy_is_the_models_argmax()
     monkeypatch.setattr(sampling, "PACKED_COPY_LIMIT", 1000)
     unpacked = sampling.decoding_copy(model, vocab)
     assert unpacked.speech is None
     assert unpacked.body.layers[0].mlp.down_proj.weight is model.model.layers[0].mlp.down_proj.weight
     greedy_is_the_models_argmax()
+
+
+def test_fused_projections_equal_the_separate_ones():
+    """q, k and v (or gate and up) as one product give each projection's own output, and a new
+    input (even of equal values) is multiplied afresh."""
+    from llasa.lm.sampling import FusedLinears, FusedPart
+
+    torch.manual_seed(0)
+    linears = [torch.nn.Linear(16, size, bias=False) for size in (16, 8, 8)]
+    fused = FusedLinears(linears)
+    parts = [FusedPart(fused, i) for i in range(3)]
+    with torch.inference_mode():
+        for x, order in ((torch.randn(3, 1, 16), (0, 1, 2)), (torch.randn(3, 1, 16), (2, 0, 1))):
+            for i in order:  # any projection may be called first
+                torch.testing.assert_close(parts[i](x), linears[i](x))
 
 
 def test_the_cache_is_allocated_once_and_written_in_place(setup):

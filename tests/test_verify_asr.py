@@ -192,10 +192,20 @@ def test_searches_hear_a_fitted_window_and_judges_the_full_one(whisper):
         assert judge.name == fitted.name  # one ASR however long its window: judge_is_verifier stays honest
 
 
+@needs_faster_whisper
 @pytest.mark.parametrize("window", [0, 9.5, 31, -1])
 def test_a_window_whisper_loops_in_is_refused(window):
     with pytest.raises(ValueError, match="window must be from 10"):
-        get_verifier("wer", window=window)
+        wer_module.FasterWhisperASR(window=window)
+
+
+def test_pocketsphinx_searches_in_one_pass_and_judges_in_all():
+    pytest.importorskip("pocketsphinx")
+    from llasa.tts import speech_recognizer
+
+    assert get_verifier("wer", asr="pocketsphinx").asr.fast
+    judge = speech_recognizer(asr="pocketsphinx")
+    assert not judge.fast and judge.name == "pocketsphinx"
 
 
 @needs_faster_whisper
@@ -203,7 +213,7 @@ def test_the_fitted_window_hears_as_well_as_the_full_one(whisper, librivox):
     """On recorded speech the fitted window makes no more errors than Whisper's full window (6 and
     8 of 71 words here: they split "cold-hearted" differently)."""
     jiwer = pytest.importorskip("jiwer")
-    full = get_verifier("wer", window=None)
+    full = get_verifier("wer", fast=False)
     wavs, texts = [w for w, _ in librivox], [t for _, t in librivox]
 
     def errors(asr) -> int:

@@ -34,7 +34,7 @@ class Metrics:
         self.metric = error_metric(language)  # "wer" or "cer"
         self.wer_options = {key: value for key, value in (("model", wer_model), ("asr", wer_asr)) if value is not None}
         self.verifiers: dict[str, Verifier] = {
-            "wer": get_verifier("wer", window=None, **self.wer_options),  # Whisper's full window
+            "wer": get_verifier("wer", fast=False, **self.wer_options),  # a judge hears in full
             "sim": get_verifier("sim", model=sim_model),
         }
         if dnsmos:
@@ -52,7 +52,7 @@ class Metrics:
 
     def search_cache(self) -> dict[str, Verifier]:
         """Verifiers a search may reuse instead of loading its own: the judges except the ASR, which
-        judges in Whisper's full window while a search's hears a fitted one (llasa.verify.wer);
+        judges in full while a search's hears fast (llasa.verify.wer, ``fast``);
         :func:`judges` still says when both are the same ASR."""
         return {name: verifier for name, verifier in self.verifiers.items() if name != "wer"}
 
