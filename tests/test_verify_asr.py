@@ -230,3 +230,22 @@ def test_the_fitted_window_hears_as_well_as_the_full_one(whisper, librivox):
 def test_tiny_en_refuses_other_languages(whisper):
     with pytest.raises(ValueError, match="English only"):
         whisper.prepare(VerifyRequest("你好世界", language="zh"))
+
+
+@needs_librivox
+def test_pocketsphinx_listens_in_a_process_of_its_own_and_restarts_it(librivox):
+    """PocketSphinx holds Python's lock while it decodes, so it runs in a child process; one that
+    died is started again, with the same transcripts."""
+    import os
+
+    pytest.importorskip("pocketsphinx")
+    asr = get_verifier("wer", asr="pocketsphinx", fast=False).asr
+    wavs = [wav for wav, _ in librivox[:2]]
+    first = asr.transcribe(wavs, "en")
+    assert asr._process.pid != os.getpid() and asr._process.poll() is None
+    assert "leisure" in first[0]
+    asr._process.kill()
+    asr._process.wait()
+    assert asr.transcribe(wavs, "en") == first
+    asr.close()
+    assert asr._process.poll() is not None
