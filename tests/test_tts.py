@@ -606,3 +606,46 @@ def test_prompts_run_through_an_fp32_copy_where_bf16_is_emulated(monkeypatch, to
     assert Synthesizer(model, tokenizer, codec, fp32_prefill=False).prefill_model is None
     monkeypatch.setattr(llasa.hardware, "fast_bf16", lambda device: True)
     assert Synthesizer(model, tokenizer, codec).prefill_model is None
+
+
+def test_a_models_recommended_search_is_the_cli_default(tmp_path, tokenizer, codec, capsys, monkeypatch):
+    """`llasa_search` in config.json is the search `llasa tts` runs unless told otherwise: --search
+    none speaks one sample, and a verifier whose package is missing leaves one sample and a note."""
+    from llasa.extras import MissingExtra
+    from llasa.search import Searcher
+    from llasa.verify.wer import WERVerifier
+
+    model = build_model("tiny", tokenizer, seed=1)
+    assert Searcher.of_model(model) is None  # none recommended
+    model.config.llasa_search = {"strategy": "best-of-n", "n": 3, "verifiers": "sanity"}
+    save(model, tokenizer, tmp_path / "lm")
+    codec.save_pretrained(tmp_path / "codec")
+    base = ["tts", TEXT, "-o", str(tmp_path / "out.wav"), "--model", str(tmp_path / "lm"), "--codec", str(tmp_path / "codec"),
+            "--seed", "2", "--scores"]  # fmt: skip
+    args = parse(base)
+    assert args.handler(args) == 0
+    assert "best-of-3 with the sanity verifier, as the model recommends" in capsys.readouterr().err
+    report = json.loads((tmp_path / "out.scores.json").read_text())
+    assert len(report["chunks"][0]["candidates"]) == 3
+    args = parse([*base[:-1], "--search", "none"])
+    assert args.handler(args) == 0 and "recommends" not in capsys.readouterr().err
+
+    searcher = Searcher.of_model(model, wer_options={"asr": "pocketsphinx"})
+    assert (searcher.n, searcher.verifier.name) == (3, "sanity")
+    model.config.llasa_search = {"strategy": "best-of-n", "n": 2, "verifiers": "wer", "verifier_options": {"wer": {"asr": "pocketsphinx"}}}
+    searcher = Searcher.of_model(model)
+    assert searcher.describe() == "best-of-2 with the wer (pocketsphinx) verifier" and searcher.verifier.backend == "pocketsphinx"
+    assert Searcher.of_model(model, wer_options={"asr": "faster-whisper"}).verifier.backend == "faster-whisper"
+    save(model, tokenizer, tmp_path / "lm")
+
+    def missing(self):
+        raise MissingExtra("the wer verifier (PocketSphinx) needs: pip install 'llasa[verify]'")
+
+    monkeypatch.setattr(WERVerifier, "load", missing)
+    args = parse(base[:-1])
+    assert args.handler(args) == 0
+    assert "speaking one sample" in capsys.readouterr().err and (tmp_path / "out.wav").is_file()
+    for bad, message in (([1, 2], "must map Searcher's arguments"), ({"strategy": "best-of-n", "nn": 4}, "unexpected keyword")):
+        model.config.llasa_search = bad
+        with pytest.raises(ValueError, match=message):
+            Searcher.of_model(model)

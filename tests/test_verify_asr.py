@@ -233,19 +233,22 @@ def test_tiny_en_refuses_other_languages(whisper):
 
 
 @needs_librivox
-def test_pocketsphinx_listens_in_a_process_of_its_own_and_restarts_it(librivox):
-    """PocketSphinx holds Python's lock while it decodes, so it runs in a child process; one that
-    died is started again, with the same transcripts."""
+def test_pocketsphinx_listens_in_processes_of_its_own_and_restarts_them(librivox):
+    """PocketSphinx holds Python's lock while it decodes, so it runs in child processes that share
+    a batch; one that died is started again, with the same transcripts, in the clips' order."""
     import os
 
+    from llasa.verify.wer import PocketSphinxASR
+
     pytest.importorskip("pocketsphinx")
-    asr = get_verifier("wer", asr="pocketsphinx", fast=False).asr
-    wavs = [wav for wav, _ in librivox[:2]]
-    first = asr.transcribe(wavs, "en")
-    assert asr._process.pid != os.getpid() and asr._process.poll() is None
-    assert "leisure" in first[0]
-    asr._process.kill()
-    asr._process.wait()
-    assert asr.transcribe(wavs, "en") == first
+    wavs = [wav for wav, _ in librivox]
+    alone = PocketSphinxASR(processes=1).transcribe(wavs, "en")
+    asr = PocketSphinxASR(processes=2)
+    assert asr.transcribe(wavs, "en") == alone and "leisure" in alone[0]
+    assert os.getpid() not in {w.pid for w in asr._workers} and len({w.pid for w in asr._workers}) == 2
+    asr._workers[1].kill()
+    asr._workers[1].wait()
+    assert asr.transcribe(wavs, "en") == alone
+    assert asr.transcribe(wavs[:1], "en") == alone[:1] and asr.transcribe([], "en") == []
     asr.close()
-    assert asr._process.poll() is not None
+    assert all(w.poll() is not None for w in asr._workers)

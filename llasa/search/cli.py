@@ -104,6 +104,8 @@ def run_tts(args: argparse.Namespace) -> int:
     if searcher is not None and searcher.voice_verifiers and voice is None:
         raise ValueError(f"verifier(s) {', '.join(searcher.voice_verifiers)} compare with a voice prompt: pass --voice")
     params = sampling_from_args(args, synth)
+    if searcher is None and args.search is None and args.n == 1 and not args.repair:
+        searcher = recommended_search(args, synth)
     repair = repair_from_args(args, synth) if searcher is None else False
     if args.scores and searcher is None and not repair:
         raise ValueError("--scores needs --search (it writes the candidates' verifier scores) or repair (--repair N)")
@@ -129,6 +131,30 @@ def run_tts(args: argparse.Namespace) -> int:
         for i, wav in enumerate(result):
             print(audio.write(output.with_name(f"{output.stem}-{i}{output.suffix}"), wav, synth.sample_rate))
     return 0
+
+
+def recommended_search(args: argparse.Namespace, synth):
+    """The search the model recommends (``llasa_search``, :meth:`Searcher.of_model`) with the wer
+    flags given, said on stderr; None when it recommends none, or, with a note, when its verifier's
+    packages are missing (one sample is spoken instead)."""
+    import sys
+
+    from llasa.extras import MissingExtra
+    from llasa.search import Searcher
+    from llasa.search.cli_args import wer_options
+    from llasa.tts import MAX_CANDIDATES
+
+    searcher = Searcher.of_model(synth.model, wer_options=wer_options(args.wer_model, args.wer_asr), max_rows=MAX_CANDIDATES)
+    if searcher is None:
+        return None
+    try:
+        searcher.load()
+    except MissingExtra as exc:
+        print(f"llasa tts: note: this model recommends a search that needs a package not installed ({exc}); "
+              "speaking one sample (--search none: the same, without this note)", file=sys.stderr)  # fmt: skip
+        return None
+    print(f"llasa tts: {searcher.describe()}, as the model recommends (--search none: one sample)", file=sys.stderr)
+    return searcher
 
 
 def check_repair_args(args: argparse.Namespace) -> None:

@@ -15,7 +15,8 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("search", "verifier-guided inference-time search (llasa.search)")
     group.add_argument("--search", choices=(*STRATEGIES, "none"), help="best-of-n (-n candidates, outcome verifier), "
                        "beam (partial sequences, process verifier), the paper's prm-sim+orm-wer, or none (one sample "
-                       "per chunk)")  # fmt: skip
+                       "per chunk); default: `llasa tts` searches as the model recommends (llasa_search in its config), "
+                       "else none")  # fmt: skip
     group.add_argument("--verifier", help="verifier(s) with weights, e.g. wer or sim:1,wer:0.5 (default wer); "
                        "the process verifier of beam search")  # fmt: skip
     group.add_argument("--final-verifier", help="beam search: outcome verifier(s) that pick among the finished beams")

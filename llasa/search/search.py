@@ -47,6 +47,11 @@ from llasa.lm.sampling import SamplingParams, check_seed, offset_seed
 from llasa.verify import CombinedVerifier, Score, Verifier, VerifyRequest, get_verifier, parse_weights
 
 STRATEGIES = ("best-of-n", "beam", "prm-sim+orm-wer")
+# a model's recommended search, in its config.json beside llasa_sampling: Searcher's arguments, e.g.
+# {"strategy": "best-of-n", "n": 4, "verifiers": "wer", "verifier_options": {"wer": {"asr": "pocketsphinx"}}}.
+# bench/default_search.py decides it: a search is recommended when it cuts WER by a quarter, as a
+# judge that is not its verifier hears it, for at most twice the time of one sample
+SEARCH_KEY = "llasa_search"
 # verifiers that compare with a voice prompt and so cannot run without one
 NEEDS_VOICE = frozenset({"sim", "emotion"})
 
@@ -163,6 +168,10 @@ def _in_pieces(verifier: Verifier) -> bool:
     return bool(getattr(verifier, "per_candidate", False))
 
 
+def _parts(verifier: Verifier) -> list[Verifier]:
+    return [part for part, _ in getattr(verifier, "parts", [(verifier, 1.0)])]
+
+
 def _rejected(score: Score) -> bool:
     return any(key == "rejected" or key.endswith(".rejected") for key in score.info)
 
@@ -234,6 +243,37 @@ class Searcher:
         )
         if self.beam and not self.verifier.supports_partial:
             raise ValueError(f"verifier '{self.verifier.name}' cannot score partial audio, so it cannot guide beam search")
+
+    @classmethod
+    def of_model(cls, model, *, wer_options: dict | None = None, **kwargs) -> "Searcher | None":
+        """The search ``model`` recommends (``llasa_search`` in its config), or None. ``wer_options``
+        (e.g. ``{"asr": "faster-whisper"}``), when given, replace its wer verifier's; ``kwargs`` go to
+        the Searcher (``max_rows``, ``verifier_cache``)."""
+        recommended = getattr(model.config, SEARCH_KEY, None)
+        if recommended is None:
+            return None
+        if not isinstance(recommended, Mapping):
+            raise ValueError(f"{SEARCH_KEY} in the model's config must map Searcher's arguments, got {recommended!r}")
+        options = dict(recommended)
+        if wer_options:
+            options["verifier_options"] = {**options.get("verifier_options", {}), "wer": wer_options}
+        try:
+            return cls(options.pop("strategy", "best-of-n"), **options, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{SEARCH_KEY} in the model's config: {exc}") from None
+
+    def describe(self) -> str:
+        """The search in a few words, e.g. "best-of-4 with the wer verifier (pocketsphinx)"."""
+        shape = f"best-of-{self.n}" if not self.beam else f"{self.strategy} ({self.beam_width} x {self.expand})"
+        asr = [f"{v.name} ({v.asr_name})" if hasattr(v, "asr_name") else v.name for v in _parts(self.final_verifier)]
+        return f"{shape} with the {', '.join(asr)} verifier"
+
+    def load(self) -> None:
+        """Load every verifier's model now rather than at the first candidate, so that a missing
+        package (MissingExtra, naming its extra) is raised before any sampling."""
+        for verifier in {id(v): v for v in (*_parts(self.verifier), *_parts(self.final_verifier))}.values():
+            if hasattr(verifier, "load"):
+                verifier.load()
 
     @property
     def beam(self) -> bool:
