@@ -23,8 +23,9 @@ def read_exactly(stream, size: int) -> bytes | None:
 
 
 def main() -> None:
-    import pocketsphinx
+    from llasa.extras import require
 
+    pocketsphinx = require("pocketsphinx", "the wer verifier (PocketSphinx)")
     decoder = pocketsphinx.Decoder(samprate=16000, logfn=os.devnull, fwdflat="--fast" not in sys.argv[1:])
     source, sink = sys.stdin.buffer, sys.stdout
     while (header := read_exactly(source, 4)) is not None:
