@@ -263,7 +263,7 @@ class Searcher:
             raise ValueError(f"{SEARCH_KEY} in the model's config: {exc}") from None
 
     def describe(self) -> str:
-        """The search in a few words, e.g. "best-of-4 with the wer verifier (pocketsphinx)"."""
+        """The search in a few words, e.g. "best-of-4 with the wer (pocketsphinx) verifier"."""
         shape = f"best-of-{self.n}" if not self.beam else f"{self.strategy} ({self.beam_width} x {self.expand})"
         asr = [f"{v.name} ({v.asr_name})" if hasattr(v, "asr_name") else v.name for v in _parts(self.final_verifier)]
         return f"{shape} with the {', '.join(asr)} verifier"
