@@ -43,8 +43,7 @@ from llasa.codec import Codec
 from llasa.defaults import default_codec_path, default_model_path
 from llasa.lm.model import build_model
 from llasa.lm.vocab import build_tokenizer
-from llasa.search import Searcher
-from llasa.search.search import Spent
+from llasa.search import Searcher, Spent
 from llasa.search.cli import resolve_voice
 from llasa.tts import Synthesizer
 from llasa.verify import get_verifier

@@ -89,11 +89,7 @@ class Metrics:
 
 def search_verifiers(searcher) -> dict[str, Verifier]:
     """The verifiers a search scores with, by name (the parts of a combination)."""
-    found = {}
-    for verifier in (searcher.verifier, searcher.final_verifier):
-        for part, _ in getattr(verifier, "parts", [(verifier, 1.0)]):
-            found[part.name] = part
-    return found
+    return {part.name: part for part in searcher.verifier_parts}
 
 
 def judges(metrics: Metrics, searcher=None) -> dict:

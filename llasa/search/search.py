@@ -268,10 +268,17 @@ class Searcher:
         asr = [f"{v.name} ({v.asr_name})" if hasattr(v, "asr_name") else v.name for v in _parts(self.final_verifier)]
         return f"{shape} with the {', '.join(asr)} verifier"
 
+    @property
+    def verifier_parts(self) -> list[Verifier]:
+        """Every verifier it scores with, once each: the parts of a combination, the process
+        verifier's and the outcome verifier's."""
+        parts = {id(v): v for v in (*_parts(self.verifier), *_parts(self.final_verifier))}
+        return list(parts.values())
+
     def load(self) -> None:
         """Load every verifier's model now rather than at the first candidate, so that a missing
         package (MissingExtra, naming its extra) is raised before any sampling."""
-        for verifier in {id(v): v for v in (*_parts(self.verifier), *_parts(self.final_verifier))}.values():
+        for verifier in self.verifier_parts:
             if hasattr(verifier, "load"):
                 verifier.load()
 

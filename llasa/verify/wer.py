@@ -52,11 +52,6 @@ _MAX_TOKENS_PER_SECOND = 10
 BUNDLED_WHISPER = "whisper-tiny.en (faster-whisper int8)"
 
 
-def check_window(window: float | None) -> None:
-    if window is not None and not MIN_WINDOW <= window <= 30:
-        raise ValueError(f"window must be from {MIN_WINDOW} to 30 seconds (None: Whisper's 30 s), got {window}")
-
-
 class PocketSphinxASR:
     """PocketSphinx, in processes of its own (:mod:`llasa.verify.sphinx_worker`), one per CPU core
     up to ``processes``; a batch of clips is shared between them.
@@ -147,7 +142,8 @@ class FasterWhisperASR:
 
     def __init__(self, source: str | Path | None = None, *, device: str | None = None, compute_type: str | None = None,
                  threads: int | None = None, batch_size: int | None = None, window: float | None = None):  # fmt: skip
-        check_window(window)
+        if window is not None and not MIN_WINDOW <= window <= 30:
+            raise ValueError(f"window must be from {MIN_WINDOW} to 30 seconds (None: Whisper's 30 s), got {window}")
         faster_whisper = require("faster_whisper", "the wer verifier (faster-whisper)")
 
         if source is None:
