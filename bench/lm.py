@@ -9,8 +9,10 @@ third of the output layer; built by the test helper, no download). Prints one JS
   decode_speedup   ours over generate, time for the same tokens (prefill included) at N=1
                    (100m, official layout, fp32)
   n8_cost_ratio    time of N=8 candidates over N=1 with our decoder (same configuration)
-  <config>         those figures, tokens/s, and the one-off seconds our decoder spent packing
-                   the model's weights (made once per model, see llasa.lm.sampling.decoding_copy)
+  <config>         those figures, tokens/s, the one-off seconds our decoder spent packing the
+                   model's weights (made once per model, see llasa.lm.sampling.decoding_copy),
+                   and step_speedup: one row's decoding step through the copy's own layer calls
+                   (DecodingCopy.forward) over the same step through transformers' forward
 
 Timings are process CPU seconds on `--threads` threads (default 1): on a machine whose cores
 other jobs share, wall time mostly measures those jobs. Each round runs generate, ours at N=1
@@ -77,9 +79,23 @@ def bench_preset(preset: str, base: str | None, dtype: torch.dtype, tokens: int,
             )  # fmt: skip
 
     packing = cpu_seconds(lambda: decoding_copy(model, vocab))
+    copied = decoding_copy(model, vocab)
+    stepper = SpeechDecoder(model, vocab, prompt, params=params, seed=0, max_new_tokens=tokens)
+    token = torch.tensor([[vocab.speech_offset]])
+
+    def steps(step) -> None:
+        with torch.inference_mode():
+            for _ in range(tokens):  # the same position again and again: the cache does not grow
+                step()
+                for layer in stepper.cache.layers:
+                    layer.crop(-1)
+
+    own = lambda: copied.forward(token, stepper.cache)  # noqa: E731
+    body = lambda: copied.body(input_ids=token, cache=stepper.cache, use_cache=True)  # noqa: E731
     ours(1)  # warm-up (allocator, kernels)
     theirs()
     rounds = [(cpu_seconds(theirs), cpu_seconds(lambda: ours(1)), cpu_seconds(lambda: ours(8))) for _ in range(repeats)]
+    step_rounds = [cpu_seconds(lambda: steps(body)) / cpu_seconds(lambda: steps(own)) for _ in range(repeats)]
     t_generate, t_ours_1, _ = (statistics.median(column) for column in zip(*rounds))
     return {
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
@@ -88,6 +104,7 @@ def bench_preset(preset: str, base: str | None, dtype: torch.dtype, tokens: int,
         "decode_speedup": round(statistics.median(g / o1 for g, o1, _ in rounds), 3),
         "n8_cost_ratio": round(statistics.median(o8 / o1 for _, o1, o8 in rounds), 3),
         "packing_s": round(packing, 3),
+        "step_speedup": round(statistics.median(step_rounds), 3),
     }
 
 

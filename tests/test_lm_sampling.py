@@ -335,6 +335,66 @@ def test_the_decoding_copy_decodes_as_the_model_and_follows_its_changes(setup, m
     greedy_is_the_models_argmax()
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"attention_bias": True, "mlp_bias": True,  # biased products are not fused: the separate layers concatenated
+          "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}],  # as Llama-3.2
+    ids=["plain", "bias-llama3-rope"],
+)  # fmt: skip
+def test_the_decoding_step_equals_the_models_own_forward(setup, rows, overrides):
+    """The decoding copy's own step (the Llama layers called without transformers' forward)
+    gives the hidden states the body's forward gives, step after step, cache included."""
+    from llasa.lm import sampling
+
+    _, vocab, prompt = setup
+    model = build_model("tiny", build_tokenizer(None, 64), seed=0, **overrides)
+    with torch.no_grad():
+        for layer in model.model.layers if overrides else []:
+            for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.mlp.up_proj):
+                linear.bias.normal_()
+    copied = sampling.decoding_copy(model, vocab)
+    assert copied.layers is not None
+    dec = SpeechDecoder(model, vocab, prompt, n=rows, max_new_tokens=6, seed=0)
+    twin = SpeechDecoder(model, vocab, prompt, n=rows, max_new_tokens=6, seed=0)
+    with torch.inference_mode():
+        for step in range(5):
+            ids = torch.arange(rows)[:, None] * 7 + step + vocab.speech_offset
+            ours = copied.forward(ids, dec.cache)
+            theirs = copied.body(input_ids=ids, cache=twin.cache, use_cache=True).last_hidden_state[:, -1]
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert dec.cache.get_seq_length() == twin.cache.get_seq_length() == len(prompt) + 5
+
+
+def test_a_model_of_other_layers_steps_through_its_own_forward(setup):
+    """A body whose layers are not transformers' Llama classes gets no plan of its own."""
+    from llasa.lm import sampling
+
+    _, vocab, _ = setup
+    model = build_model("tiny", build_tokenizer(None, 64), seed=0)
+
+    class Layer(type(model.model.layers[0])):
+        pass
+
+    model.model.layers[0].__class__ = Layer
+    assert sampling.decoding_copy(model, vocab).layers is None
+
+
+def test_one_row_holds_the_prompt_in_its_own_buffer(setup):
+    """One row needs no shared prompt: the cache is one tensor, and decodes as two rows do."""
+    model, vocab, prompt = setup
+    one = SpeechDecoder(model, vocab, prompt, n=1, params=GREEDY, max_new_tokens=10)
+    two = SpeechDecoder(model, vocab, prompt, n=2, params=GREEDY, max_new_tokens=10)
+    layer = one.cache.layers[0]
+    assert isinstance(layer.keys, torch.Tensor) and layer.keys.shape[2] == len(prompt)
+    np.testing.assert_array_equal(one.run()[0], two.run()[0])
+    one = SpeechDecoder(model, vocab, prompt, n=1, params=GREEDY, max_new_tokens=10)
+    one.step(3)
+    one.select([0, 0])  # a row copied later takes the prompt with it
+    np.testing.assert_array_equal(one.run()[1], two.codes()[0])
+
+
 def test_fused_projections_equal_the_separate_ones():
     """q, k and v (or gate and up) as one product give each projection's own output, and a new
     input (even of equal values) is multiplied afresh."""

@@ -52,6 +52,13 @@ from transformers import (
     LlamaForCausalLM,
     LlamaModel,
 )
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaMLP,
+    LlamaRMSNorm,
+    rotate_half,
+)
 from transformers.cache_utils import DynamicLayer
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -402,9 +409,9 @@ class SpeechDecoder:
 
     def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Run the decoder over new tokens; the final hidden state of the last position."""
-        body = self.model.model if self._copy is None else self._copy.body
-        out = body(input_ids=input_ids, cache=self.cache, use_cache=True)
-        return out.last_hidden_state[:, -1]
+        if self._copy is not None:
+            return self._copy.forward(input_ids, self.cache)
+        return self.model.model(input_ids=input_ids, cache=self.cache, use_cache=True).last_hidden_state[:, -1]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self._copy is not None and self._copy.speech is not None:
@@ -456,17 +463,24 @@ class PreallocatedLayer(DynamicLayer):
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: int, capacity: int):
         super().__init__()
         _, heads, length, dim = keys.shape
-        self._prefix = (keys, values)
-        self._keys = keys.new_empty(rows, heads, capacity - length, dim)
-        self._values = values.new_empty(rows, heads, capacity - length, values.shape[-1])
-        self.prefix_length = self.length = length
+        # one row holds the prompt in its own buffer: there is nothing to share, and attention
+        # over one tensor is two products where a shared prompt takes four
+        self._prefix = (keys, values) if rows > 1 else None
+        own = capacity - length if rows > 1 else capacity
+        self._keys = keys.new_empty(rows, heads, own, dim)
+        self._values = values.new_empty(rows, heads, own, values.shape[-1])
+        self.prefix_length = length if rows > 1 else 0
+        if rows == 1:
+            self._keys[:, :, :length], self._values[:, :, :length] = keys, values
+        self.length = self.prompt_length = length
         self.device, self.is_initialized = keys.device, True
         self._view()
 
     def _view(self) -> None:
         own = self.length - self.prefix_length
-        self.keys = SharedPrefix(self._prefix[0], self._keys[:, :, :own])
-        self.values = SharedPrefix(self._prefix[1], self._values[:, :, :own])
+        self.keys, self.values = self._keys[:, :, :own], self._values[:, :, :own]
+        if self._prefix is not None:
+            self.keys, self.values = SharedPrefix(self._prefix[0], self.keys), SharedPrefix(self._prefix[1], self.values)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         start = self.length - self.prefix_length
@@ -486,7 +500,7 @@ class PreallocatedLayer(DynamicLayer):
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
             raise ValueError("crop takes a negative number of tokens to remove")
-        self.length = max(self.prefix_length, self.length + tokens_to_remove)
+        self.length = max(self.prompt_length, self.length + tokens_to_remove)
         self._view()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
@@ -549,6 +563,90 @@ class DecodingCopy:
     body: LlamaModel
     speech: PackedLinear | None
     stamp: tuple
+    layers: "list[_LayerPlan] | None" = field(init=False)
+
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """The body over one new token per row (``input_ids`` (rows, 1)): the last hidden state.
+
+        What ``LlamaModel.forward`` computes from the same weights, less what one decoding step
+        does not need: the mask builder (one query attends to the whole cache), the keyword
+        plumbing, output capture and module hooks around every layer, and half the rotary
+        arithmetic (q and k rotate as one tensor, straight out of the fused product). Why by
+        hand: for one row of the built-in model that machinery cost more than the arithmetic
+        (11.5 -> 5 ms a step, bench/tts.py). Equal to the body's own forward
+        (tests/test_lm_sampling.py); any other model, or more than one token, runs through it.
+        """
+        body = self.body
+        if input_ids.shape[1] != 1 or self.layers is None:
+            return body(input_ids=input_ids, cache=cache, use_cache=True).last_hidden_state[:, -1]
+        hidden = body.embed_tokens(input_ids)
+        position = torch.tensor([[cache.get_seq_length()]], device=input_ids.device)
+        cos, sin = body.rotary_emb(hidden, position_ids=position)
+        cos, sin = cos[:, None], sin[:, None]
+        rows = hidden.shape[0]
+        for plan, layer in zip(self.layers, cache.layers):
+            qkv = plan.qkv(_rms_norm(plan.attention_norm, hidden))
+            rotated = qkv[..., : plan.rotated].view(rows, 1, -1, plan.head_dim).transpose(1, 2)
+            rotated = rotated * cos + rotate_half(rotated) * sin
+            value = qkv[..., plan.rotated :].view(rows, 1, -1, plan.head_dim).transpose(1, 2)
+            keys, values = layer.update(rotated[:, plan.heads :], value)
+            out, _ = decode_attention(None, rotated[:, : plan.heads], keys, values, None, scaling=plan.scaling)
+            hidden = hidden + plan.output(out.reshape(rows, 1, -1))
+            gate, up = plan.gate_up(_rms_norm(plan.mlp_norm, hidden)).split(plan.intermediate, dim=-1)
+            hidden = hidden + plan.down(plan.act(gate) * up)
+        return _rms_norm(body.norm, hidden)[:, -1]
+
+    def __post_init__(self):
+        # a plan per layer where the body is a plain Llama (its own classes, whatever their
+        # configuration); else None and the body steps itself
+        body = self.body
+        plain = type(body) is LlamaModel and all(
+            type(layer) is LlamaDecoderLayer and type(layer.self_attn) is LlamaAttention
+            and type(layer.mlp) is LlamaMLP and type(norm) is LlamaRMSNorm
+            for layer in body.layers for norm in (layer.input_layernorm, layer.post_attention_layernorm, body.norm)
+        )  # fmt: skip
+        self.layers = [_LayerPlan.of(layer) for layer in body.layers] if plain else None
+
+
+class _LayerPlan(NamedTuple):
+    """What :meth:`DecodingCopy.forward` calls for one Llama layer, each matrix product as one
+    call (the fused product where the copy is packed, else the separate layers concatenated)."""
+
+    attention_norm: torch.nn.Module
+    qkv: object
+    output: object
+    mlp_norm: torch.nn.Module
+    gate_up: object
+    down: object
+    act: object
+    heads: int
+    rotated: int  # features of q and k together, which rotate
+    head_dim: int
+    scaling: float
+    intermediate: int
+
+    @classmethod
+    def of(cls, layer: LlamaDecoderLayer) -> "_LayerPlan":
+        attention, mlp = layer.self_attn, layer.mlp
+        heads = attention.config.num_attention_heads
+        return cls(
+            layer.input_layernorm, _product(attention.q_proj, attention.k_proj, attention.v_proj), attention.o_proj,
+            layer.post_attention_layernorm, _product(mlp.gate_proj, mlp.up_proj), mlp.down_proj, mlp.act_fn,
+            heads, attention.q_proj.out_features + attention.k_proj.out_features, attention.head_dim,
+            attention.scaling, mlp.gate_proj.out_features,
+        )  # fmt: skip
+
+
+def _product(*linears: torch.nn.Module):
+    """One call that gives the outputs of ``linears`` (which read the same input) side by side."""
+    if all(isinstance(m, FusedPart) for m in linears) and len({id(m.fused) for m in linears}) == 1:
+        return linears[0].fused.packed.forward
+    return lambda x: torch.cat([m(x) for m in linears], dim=-1)
+
+
+def _rms_norm(norm: LlamaRMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` in one fused kernel on fp32 (LlamaRMSNorm's arithmetic in six), bit for bit."""
+    return norm.weight * F.rms_norm(x.float(), x.shape[-1:], eps=norm.variance_epsilon).to(x.dtype)
 
 
 _COPIES: "weakref.WeakKeyDictionary[LlamaForCausalLM, DecodingCopy]" = weakref.WeakKeyDictionary()
