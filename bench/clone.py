@@ -41,7 +41,7 @@ from llasa.audio import load
 from llasa.defaults import default_codec_path, default_model_path
 from llasa.tts import Synthesizer, speech_recognizer
 from llasa.verify import VerifyRequest, get_verifier
-from llasa.verify.text import units
+from llasa.verify.text import units, word_errors
 from llasa.verify.wer import ASR_BACKENDS
 
 SENTENCES = Path(__file__).with_name("peer_sentences.txt")  # held out of every corpus here
@@ -64,16 +64,6 @@ def recorded_clips(root: Path) -> list[tuple[str, Path, str]]:
             if match and (path.parent / f"{match.group(2)}.wav").is_file():
                 clips.append((group, path.parent / f"{match.group(2)}.wav", " ".join(match.group(1).split())))
     return clips
-
-
-def errors_and_words(reference: str, hypothesis: str) -> tuple[int, int]:
-    import jiwer
-
-    truth, heard = " ".join(units(reference)), " ".join(units(hypothesis))
-    if not heard:
-        return len(truth.split()), len(truth.split())
-    measure = jiwer.process_words(truth, heard)
-    return measure.substitutions + measure.deletions + measure.insertions, len(truth.split())
 
 
 def main() -> None:
@@ -116,7 +106,7 @@ def main() -> None:
             warnings.simplefilter("ignore", UserWarning)
             heard_voice = synth.voice(reference, name=path.stem, source_rate=16000, asr=asr)
         given_voice = synth.voice(reference, truth, name=path.stem, source_rate=16000)
-        errors, words = errors_and_words(truth, heard_voice.text)
+        errors, words = word_errors(truth, heard_voice.text)
         transcript_errors, transcript_words = transcript_errors + errors, transcript_words + words
         same = units(truth) == units(heard_voice.text)
         exact += same
@@ -131,7 +121,7 @@ def main() -> None:
                 wavs = [synth.tts(text, voice, seed=j, progress=False) for j, text in enumerate(texts)]
                 hyps = judge_asr.transcribe(wavs, "en")
             sims = [s.total for s in sim.score(wavs, request, state)]
-            counts = [errors_and_words(text, hyp) for text, hyp in zip(texts, hyps)]
+            counts = [word_errors(text, hyp) for text, hyp in zip(texts, hyps)]
             totals[kind]["errors"] += sum(e for e, _ in counts)
             totals[kind]["words"] += sum(w for _, w in counts)
             totals[kind]["sims"].extend(sims)

@@ -42,7 +42,7 @@ from llasa.data.synth import VOICES
 from llasa.defaults import default_codec_path
 from llasa.tts import speech_recognizer
 from llasa.verify import VerifyRequest, get_verifier
-from llasa.verify.text import units
+from llasa.verify.text import pooled_error_rate
 
 TESTDATA = Path("/usr/share/pocketsphinx/test/data")
 SENTENCES = Path(__file__).with_name("default_search_sentences.txt")
@@ -100,8 +100,7 @@ def main() -> None:
     ways = {"encoder": 0} if args.quick else {"encoder": 0, "refined": None}
 
     def judged(wavs, texts, references=None) -> dict:
-        errors = sum(len(units(t)) * wer for t, wer in zip(texts, word_error_rates(wavs, texts)))
-        out = {"wer": round(errors / sum(len(units(t)) for t in texts), 4)}
+        out = {"wer": round(pooled_error_rate(texts, asr.transcribe(wavs, "en")), 4)}
         request = VerifyRequest("x")
         out["dnsmos"] = round(float(np.mean([s.total for s in dnsmos.score(wavs, request, dnsmos.prepare(request))])), 3)
         if references is not None:
@@ -109,11 +108,6 @@ def main() -> None:
                        for w, r in zip(wavs, references)]  # fmt: skip
             out["sim"] = round(float(np.mean(cosines)), 3)
         return out
-
-    def word_error_rates(wavs, texts) -> list[float]:
-        import jiwer
-
-        return [jiwer.wer(" ".join(units(t)), " ".join(units(h)) or "-") for t, h in zip(texts, asr.transcribe(wavs, "en"))]
 
     figures = {}
     for name, clips in sets.items():

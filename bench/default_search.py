@@ -42,17 +42,10 @@ from llasa.defaults import default_codec_path, default_model_path
 from llasa.search import Searcher
 from llasa.search.cli import resolve_voice
 from llasa.tts import Synthesizer, speech_recognizer
-from llasa.verify.text import units
+from llasa.verify.text import units, word_errors
 
 SENTENCES = Path(__file__).with_name("default_search_sentences.txt")
 CUT_BAR, TIME_BAR = 0.25, 2.0
-
-
-def errors(reference: str, hypothesis: str) -> int:
-    import jiwer
-
-    m = jiwer.process_words(" ".join(units(reference)), " ".join(units(hypothesis)) or "")
-    return m.substitutions + m.deletions + m.insertions
 
 
 def cut(words: int, one: list[int], best: list[int]) -> dict:
@@ -104,7 +97,7 @@ def main() -> None:
             chosen[n].append(found.chunks[0].chosen)
         candidates = [c.audio for c in found.chunks[0].candidates]  # the largest search's
         for name, judge in judges.items():
-            heard[name].append([errors(text, h) for h in judge.transcribe([one] + candidates, "en")])
+            heard[name].append([word_errors(text, h)[0] for h in judge.transcribe([one] + candidates, "en")])
         print(f"sentence {i}: " + " ".join(f"{name} {heard[name][-1]}" for name in judges) +
               f" chosen {[chosen[n][-1] for n in sizes]}", file=sys.stderr)  # fmt: skip
     words = sum(len(units(t)) for t in texts)

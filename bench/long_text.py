@@ -43,17 +43,14 @@ from llasa.audio import SAMPLE_RATE
 from llasa.defaults import default_codec_path, default_model_path, default_voice_name
 from llasa.search.cli import resolve_voice
 from llasa.tts import Repair, Synthesizer, TextLimits, speech_recognizer
-from llasa.verify.text import units
+from llasa.verify.text import pooled_error_rate
 
 PARAGRAPHS = Path(__file__).with_name("paragraphs.txt")
 QUICK_PARAGRAPH = "The kettle is on. Come in and sit down."
 
 
 def pooled_wer(references: list[str], hypotheses: list[str]) -> float:
-    import jiwer
-
-    m = jiwer.process_words([" ".join(units(r)) for r in references], [" ".join(units(h)) for h in hypotheses])
-    return round((m.substitutions + m.deletions + m.insertions) / sum(len(units(r)) for r in references), 4)
+    return round(pooled_error_rate(references, hypotheses), 4)
 
 
 def main() -> None:

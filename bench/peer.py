@@ -46,7 +46,7 @@ from llasa.defaults import default_codec_path, default_model_path, default_voice
 from llasa.search import Searcher
 from llasa.search.cli import resolve_voice
 from llasa.tts import Synthesizer, speech_recognizer
-from llasa.verify.text import units
+from llasa.verify.text import pooled_error_rate
 
 SENTENCES = Path(__file__).with_name("peer_sentences.txt")
 WARM_UP = "Good morning to you all."
@@ -134,14 +134,9 @@ def dnsmos(wavs: list[np.ndarray]) -> float | None:
 
 
 def figures(texts: list[str], wavs: list[np.ndarray], hyps: list[str], wall: list[float], cpu: list) -> dict:
-    import jiwer
-
-    measure = jiwer.process_words([" ".join(units(t)) for t in texts], [" ".join(units(h)) for h in hyps])
-    errors = measure.substitutions + measure.deletions + measure.insertions
-    words = sum(len(units(t)) for t in texts)
     audio_s = sum(len(w) for w in wavs) / SAMPLE_RATE
     return {
-        "wer": round(errors / words, 4),
+        "wer": round(pooled_error_rate(texts, hyps), 4),
         "rtf": round(sum(wall) / audio_s, 4),
         "cpu_rtf": None if None in cpu else round(sum(cpu) / audio_s, 4),
         "dnsmos": None if (mos := dnsmos(wavs)) is None else round(mos, 3),

@@ -144,3 +144,16 @@ def test_bad_input_is_a_clear_error():
         get_verifier("wer").prepare(VerifyRequest(" ... !"))
     with pytest.raises(ValueError, match="rate_range"):
         get_verifier("sanity", rate_range=(2.0, 1.0))
+
+
+def test_word_errors_count_after_normalisation_and_pool_over_a_list():
+    from llasa.verify.text import pooled_error_rate, word_errors
+
+    assert word_errors("Don't stop, Smith! 12", "dont stop smith twelve") == (0, 4)
+    assert word_errors("one two three", "one too three four") == (2, 3)  # a substitution and an insertion
+    assert word_errors("one two three", "") == (3, 3)  # nothing heard: every word deleted
+    assert word_errors("", "noise") == (1, 0)
+    # pooled: 2 errors over 3 + 1 words, not the mean of 2/3 and 0/1
+    assert pooled_error_rate(["one two three", "four"], ["one too three four", "four"]) == 0.5
+    with pytest.raises(ValueError):
+        pooled_error_rate(["one"], [])

@@ -76,5 +76,23 @@ def units(text: str, language: str = "en") -> list[str]:
     return text.split()
 
 
+def word_errors(reference: str, hypothesis: str, language: str = "en") -> tuple[int, int]:
+    """Errors (substitutions + deletions + insertions) of ``hypothesis`` against ``reference``,
+    and the reference's length, both in :func:`units`: a list's WER is the sum of the first
+    over the sum of the second."""
+    truth, heard = units(reference, language), units(hypothesis, language)
+    if not truth or not heard:
+        return max(len(truth), len(heard)), len(truth)
+    jiwer = require("jiwer", "word error rate")
+    m = jiwer.process_words(" ".join(truth), " ".join(heard))
+    return m.substitutions + m.deletions + m.insertions, len(truth)
+
+
+def pooled_error_rate(references: list[str], hypotheses: list[str], language: str = "en") -> float:
+    """A list's error rate: all errors over all reference units (not the mean of each item's)."""
+    counts = [word_errors(r, h, language) for r, h in zip(references, hypotheses, strict=True)]
+    return sum(e for e, _ in counts) / max(sum(n for _, n in counts), 1)
+
+
 def error_metric(language: str) -> str:
     return "cer" if counts_characters(language) else "wer"
