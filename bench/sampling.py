@@ -5,8 +5,10 @@ Each setting speaks every sentence of a list with the built-in model and its def
 judges all of them (the strongest installed ASR, `speech_recognizer`; full window), and WER is
 pooled over sentences and seeds. The first setting is the model's own (`llasa_sampling` in its
 config.json); each other setting changes only the fields it names. Prints one JSON line with
-each setting's WER, its ratio to the model's own (`wer_ratio`), and its seconds of speech per
-sentence (a setting that speaks slower or stops early shows there).
+each setting's WER, its ratio to the model's own (`wer_ratio`), its change against the model's
+own in WER points, paired by sentence and seed, with the standard error of that change
+(`points`, `points_se`), and its seconds of speech per sentence (a setting that speaks slower or
+stops early shows there).
 
 Lists: bench/sampling_sentences.txt, written for this bench, is the list settings are chosen on;
 confirm a choice on lists it was not chosen on (`--sentences bench/peer_sentences.txt`,
@@ -32,7 +34,7 @@ from llasa.defaults import default_codec_path, default_model_path
 from llasa.lm.sampling import SamplingParams
 from llasa.search.cli import resolve_voice
 from llasa.tts import Synthesizer, speech_recognizer
-from llasa.verify.text import pooled_error_rate
+from llasa.verify.text import word_errors
 
 SENTENCES = Path(__file__).with_name("sampling_sentences.txt")
 SETTINGS = "temperature=0.6;temperature=0.4;temperature=0.6,top_k=10;temperature=0.4,top_k=10"
@@ -75,20 +77,27 @@ def main() -> None:
     voice = resolve_voice(None, None, synth, model)
     judge = speech_recognizer()
     own = synth.sampling
-    results = []
+    results, errors = [], []
     for setting in [{}] + settings:
         params = own.but(**setting)
         wavs = [synth.tts(text, voice, params=params, seed=seed, progress=False) for seed in range(args.seeds) for text in texts]
-        heard = judge.transcribe(wavs, "en")
+        counts = [word_errors(text, hyp) for text, hyp in zip(texts * args.seeds, judge.transcribe(wavs, "en"))]
+        errors.append(np.array([e for e, _ in counts], dtype=float))
+        words = sum(n for _, n in counts)
         results.append({
             "setting": setting or "model's own",
-            "wer": round(pooled_error_rate(texts * args.seeds, heard), 4),
+            "wer": round(float(errors[-1].sum()) / words, 4),
             "speech_s": round(float(np.mean([len(w) for w in wavs])) / SAMPLE_RATE, 2),
         })  # fmt: skip
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     base = results[0]["wer"]
-    for result in results:
+    for result, its_errors in zip(results, errors):
         result["wer_ratio"] = round(result["wer"] / base, 3) if base else None
+        # the change in WER points against the model's own, paired item by item (same sentence and
+        # seed), with its standard error
+        change = its_errors - errors[0]
+        result["points"] = round(100 * float(change.sum()) / words, 2)
+        result["points_se"] = round(100 * float(np.sqrt(len(change)) * change.std(ddof=1)) / words, 2) if len(change) > 1 else None
     print(json.dumps({"bench": "sampling", "sentences": str(args.sentences.name), "items": len(texts),
                       "seeds": args.seeds, "judge": getattr(judge, "name", type(judge).__name__),
                       "own": {k: getattr(own, k) for k in SamplingParams.names()}, "quick": args.quick,

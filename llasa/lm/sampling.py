@@ -12,7 +12,8 @@ adds is the loop, the bookkeeping, and where the weights and the cache live:
 * the rest of the cache is allocated once for the whole decode (:class:`PreallocatedLayer`), and on a CPU
   the matrices are read from a copy in oneDNN's layout (:func:`decoding_copy`): decoding is
   bound by how fast the weights stream, and that layout streams them 1.4-3x faster than MKL's;
-  the projections of one input (q, k, v; gate, up) are one product there (:class:`FusedLinears`);
+  the projections of one input (q, k, v; gate, up) are one product there (:class:`FusedLinears`),
+  and a one-token step of a Llama calls its layers directly (:meth:`DecodingCopy.forward`);
 * all live rows decode together in one batch, in lock-step, so they share one sequence
   length and need no padding or attention mask;
 * logits are computed only for the output rows that may be sampled (the speech tokens and
