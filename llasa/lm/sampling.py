@@ -573,9 +573,10 @@ class DecodingCopy:
         does not need: the mask builder (one query attends to the whole cache), the keyword
         plumbing, output capture and module hooks around every layer, and half the rotary
         arithmetic (q and k rotate as one tensor, straight out of the fused product). Why by
-        hand: for one row of the built-in model that machinery cost more than the arithmetic
-        (11.5 -> 5 ms a step, bench/tts.py). Equal to the body's own forward
-        (tests/test_lm_sampling.py); any other model, or more than one token, runs through it.
+        hand: that machinery is a sixth of a step of the built-in model (one row, 1 thread: 6.3
+        ms through the body, 5.4 here; `step_speedup` of bench/lm.py). Equal to the body's own
+        forward (tests/test_lm_sampling.py); any other model, or more than one token, runs
+        through it.
         """
         body = self.body
         if input_ids.shape[1] != 1 or self.layers is None:
@@ -586,16 +587,16 @@ class DecodingCopy:
         cos, sin = cos[:, None], sin[:, None]
         rows = hidden.shape[0]
         for plan, layer in zip(self.layers, cache.layers):
-            qkv = plan.qkv(_rms_norm(plan.attention_norm, hidden))
+            qkv = plan.qkv(plan.attention_norm(hidden))
             rotated = qkv[..., : plan.rotated].view(rows, 1, -1, plan.head_dim).transpose(1, 2)
             rotated = rotated * cos + rotate_half(rotated) * sin
             value = qkv[..., plan.rotated :].view(rows, 1, -1, plan.head_dim).transpose(1, 2)
             keys, values = layer.update(rotated[:, plan.heads :], value)
             out, _ = decode_attention(None, rotated[:, : plan.heads], keys, values, None, scaling=plan.scaling)
             hidden = hidden + plan.output(out.reshape(rows, 1, -1))
-            gate, up = plan.gate_up(_rms_norm(plan.mlp_norm, hidden)).split(plan.intermediate, dim=-1)
+            gate, up = plan.gate_up(plan.mlp_norm(hidden)).split(plan.intermediate, dim=-1)
             hidden = hidden + plan.down(plan.act(gate) * up)
-        return _rms_norm(body.norm, hidden)[:, -1]
+        return body.norm(hidden)[:, -1]
 
     def __post_init__(self):
         # a plan per layer where the body is a plain Llama (its own classes, whatever their
@@ -643,11 +644,6 @@ def _product(*linears: torch.nn.Module):
     if all(isinstance(m, FusedPart) for m in linears) and len({id(m.fused) for m in linears}) == 1:
         return linears[0].fused.packed.forward
     return lambda x: torch.cat([m(x) for m in linears], dim=-1)
-
-
-def _rms_norm(norm: LlamaRMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` in one fused kernel on fp32 (LlamaRMSNorm's arithmetic in six), bit for bit."""
-    return norm.weight * F.rms_norm(x.float(), x.shape[-1:], eps=norm.variance_epsilon).to(x.dtype)
 
 
 _COPIES: "weakref.WeakKeyDictionary[LlamaForCausalLM, DecodingCopy]" = weakref.WeakKeyDictionary()
