@@ -287,13 +287,13 @@ def test_prefill_copy_only_where_bf16_is_emulated_and_the_copy_is_small(setup, m
 
 
 def test_fp32_prefill_then_bf16_decoding(setup):
-    """The prompt runs through the fp32 copy; the cache and the decoding stay in bf16, and the
-    first step is as close to the fp32 model's as bf16 decoding allows."""
+    """The prompt runs through the fp32 copy; the decoding stays in bf16 (its cache is fp32, as
+    a CPU attends), and the first step is as close to the fp32 model's as bf16 decoding allows."""
     model, vocab, prompt = setup
     wide = build_model("tiny", build_tokenizer(None, 64), seed=0).to(torch.bfloat16).float()  # bf16 weights, in fp32
     half = deepcopy(wide).to(torch.bfloat16)
     mixed = SpeechDecoder(half, vocab, prompt, params=GREEDY, max_new_tokens=12, prefill_model=wide)
-    assert mixed.cache.layers[0].keys.dtype == torch.bfloat16 and mixed._hidden.dtype == torch.bfloat16
+    assert mixed.cache.layers[0].keys.dtype == torch.float32 and mixed._hidden.dtype == torch.bfloat16
     reference = SpeechDecoder(wide, vocab, prompt, params=GREEDY, max_new_tokens=12)
     np.testing.assert_allclose(mixed._hidden.float().numpy(), reference._hidden.numpy(), rtol=0.02, atol=0.02)
     codes = mixed.run()[0]
@@ -365,6 +365,23 @@ def test_the_decoding_step_equals_the_models_own_forward(setup, rows, overrides)
             theirs = copied.body(input_ids=ids, cache=twin.cache, use_cache=True).last_hidden_state[:, -1]
             torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     assert dec.cache.get_seq_length() == twin.cache.get_seq_length() == len(prompt) + 5
+
+
+def test_a_cpu_attends_over_an_fp32_cache_for_a_bf16_model(setup):
+    """On a CPU the cache of a bf16 model is held in fp32 (bf16 products there build a kernel for
+    every new length); the steps still decode in bf16 and follow the model's own forward."""
+    _, vocab, prompt = setup
+    model = build_model("tiny", build_tokenizer(None, 64), seed=0).to(torch.bfloat16)
+    dec = SpeechDecoder(model, vocab, prompt, n=2, params=GREEDY, max_new_tokens=6)
+    assert dec.cache.layers[0].keys.dtype == torch.float32 and dec._hidden.dtype == torch.bfloat16
+    ids = list(prompt)
+    for _ in range(3):
+        code = int(dec._logits(dec._hidden)[0].argmax())
+        dec.step(1)
+        ids.append(code + vocab.speech_offset)
+        with torch.no_grad():
+            full = model.model(torch.tensor([ids])).last_hidden_state[0, -1].float()
+        torch.testing.assert_close(dec._hidden[0].float(), full, rtol=0.05, atol=0.05)
 
 
 def test_a_model_of_other_layers_steps_through_its_own_forward(setup):

@@ -9,7 +9,9 @@ adds is the loop, the bookkeeping, and where the weights and the cache live:
 * the prompt is prefilled once (never recomputed), through ``prefill_model`` when given (an
   fp32 copy on CPUs that emulate bf16), and its cache is held once for all N rows
   (:class:`SharedPrefix`): 8 rows of the built-in model decode in 1.3x the time of one, not 2.1x;
-* the rest of the cache is allocated once for the whole decode (:class:`PreallocatedLayer`), and on a CPU
+* the rest of the cache is allocated once for the whole decode (:class:`PreallocatedLayer`), in
+  fp32 on a CPU, where bf16 attention products are slower and build a new kernel for each length
+  the cache grows to (1.3 ms a step for the built-in model); and on a CPU
   the matrices are read from a copy in oneDNN's layout (:func:`decoding_copy`): decoding is
   bound by how fast the weights stream, and that layout streams them 1.4-3x faster than MKL's;
   the projections of one input (q, k, v; gate, up) are one product there (:class:`FusedLinears`),
@@ -265,7 +267,10 @@ class SpeechDecoder:
         via = prefill_model if prefill_model is not None or self._copy is None else self._copy.body
         with torch.inference_mode():
             prefilled, hidden = prefill(model, prompt, via=via)
-            self.cache = preallocated_cache(prefilled, n, self.prompt_length + self.max_new_tokens)
+            # a CPU attends in fp32: its bf16 products are slower at these sizes, and build a new
+            # kernel for every length the cache grows to (1.3 ms a step, measured)
+            self.cache = preallocated_cache(prefilled, n, self.prompt_length + self.max_new_tokens,
+                                            dtype=torch.float32 if device.type == "cpu" else None)  # fmt: skip
         self._hidden = hidden.expand(n, -1)
         self.rows = [Row() for _ in range(n)]
         self._live = list(range(n))  # row index of each batch entry of the cache
@@ -514,11 +519,12 @@ class PreallocatedLayer(DynamicLayer):
         self._view()
 
 
-def preallocated_cache(prefilled: DynamicCache, rows: int, capacity: int) -> DynamicCache:
+def preallocated_cache(prefilled: DynamicCache, rows: int, capacity: int, *, dtype: torch.dtype | None = None) -> DynamicCache:
     """The prompt's cache (one row) copied into ``rows`` rows of :class:`PreallocatedLayer`
-    that hold ``capacity`` positions."""
+    that hold ``capacity`` positions, in ``dtype`` (default: the prompt cache's)."""
     cache = DynamicCache()
-    cache.layers = [PreallocatedLayer(layer.keys, layer.values, rows, capacity) for layer in prefilled.layers]
+    cache.layers = [PreallocatedLayer(layer.keys.to(dtype or layer.keys.dtype), layer.values.to(dtype or layer.values.dtype),
+                                      rows, capacity) for layer in prefilled.layers]  # fmt: skip
     return cache
 
 
@@ -757,14 +763,16 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     if query.shape[2] != 1 or attention_mask is not None or dropout or kwargs.get("output_attentions"):
         if shared:
             key, value = key.whole(), value.whole()
+        key, value = key.to(query.dtype), value.to(query.dtype)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     batch, heads, _, dim = query.shape
     scale = dim**-0.5 if scaling is None else scaling
+    given, query = query.dtype, query.to(key.dtype)  # the cache may be wider than the model (fp32 on a CPU)
     if not shared:
         grouped = query.reshape(batch, key.shape[1], heads // key.shape[1], dim)
         scores = torch.matmul(grouped, key.transpose(-1, -2)) * scale
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-        return torch.matmul(probs, value).reshape(batch, 1, heads, dim), None
+        return torch.matmul(probs, value).reshape(batch, 1, heads, dim).to(given), None
     kv_heads, prompt = key.prefix.shape[1], key.prefix.shape[2]
     group = heads // kv_heads
     grouped = query.reshape(batch, kv_heads, group, dim)
@@ -776,7 +784,7 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.own.dtype)
     from_prompt = torch.matmul(probs[..., :prompt].transpose(0, 1).reshape(kv_heads, batch * group, prompt), value.prefix[0])
     out = from_prompt.reshape(kv_heads, batch, group, dim).transpose(0, 1) + torch.matmul(probs[..., prompt:], value.own)
-    return out.reshape(batch, 1, heads, dim), None
+    return out.reshape(batch, 1, heads, dim).to(given), None
 
 
 AttentionInterface.register(DECODE_ATTENTION, decode_attention)
