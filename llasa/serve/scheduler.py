@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LlamaForCausalLM
 
 from llasa.lm.model import CONTEXT_LENGTH
-from llasa.lm.sampling import Sampler, SamplingParams, check_seed, offset_seed, prefill, speech_logits
+from llasa.lm.sampling import Sampler, SamplingParams, check_seed, decoding_copy, offset_seed, prefill, speech_logits
 from llasa.lm.vocab import SpeechVocab, codes_from_ids
 
 log = logging.getLogger("llasa.serve")
@@ -147,6 +147,9 @@ class Scheduler:
         self.context_length = context_length
         self.device = model.get_input_embeddings().weight.device
         self._weight = model.get_output_embeddings().weight
+        # on a CPU, steps read the packed copy SpeechDecoder decodes with (its masked steps attend
+        # through sdpa, as the model does); the weights do not change while the server runs
+        self._copy = decoding_copy(self.model, vocab)
 
         self._waiting: collections.deque[Job] = collections.deque()
         self._continuing: collections.deque[Job] = collections.deque()  # jobs between two of their chunks
@@ -251,7 +254,8 @@ class Scheduler:
     def _prefill(self, job: Job) -> None:
         prompt = job.prompts[job.chunk]
         ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        cache, hidden = prefill(self.model, ids, via=self.prefill_model)
+        via = self.prefill_model if self.prefill_model is not None or self._copy is None else self._copy.body
+        cache, hidden = prefill(self.model, ids, via=via)
         seed = job.chunk_seed()
         params = job.params
         row = _Row(
@@ -306,7 +310,10 @@ class Scheduler:
 
     def _step(self) -> None:
         hidden = self._hidden
-        logits = speech_logits(hidden, self._weight, self.vocab)
+        if self._copy is not None and self._copy.speech is not None:
+            logits = self._copy.speech(hidden).float()
+        else:
+            logits = speech_logits(hidden, self._weight, self.vocab)
         end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
         tokens, finished = [], []
         for b, row in enumerate(self._rows):
@@ -339,7 +346,8 @@ class Scheduler:
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None] + self.vocab.speech_offset
         positions = torch.tensor([row.position for row in self._rows], dtype=torch.long, device=self.device)[:, None]
         self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long, device=self.device)], dim=1)
-        out = self.model.model(input_ids=ids, attention_mask=self._mask, position_ids=positions, cache=self._cache, use_cache=True)
+        body = self.model.model if self._copy is None else self._copy.body
+        out = body(input_ids=ids, attention_mask=self._mask, position_ids=positions, cache=self._cache, use_cache=True)
         self._hidden = out.last_hidden_state[:, -1]
         for row in self._rows:
             row.position += 1
