@@ -264,9 +264,8 @@ class SpeechDecoder:
         self._check_every = 1 if device.type == "cpu" else STOP_CHECK_EVERY
 
         prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-        via = prefill_model if prefill_model is not None or self._copy is None else self._copy.body
         with torch.inference_mode():
-            prefilled, hidden = prefill(model, prompt, via=via)
+            prefilled, hidden = prefill(model, prompt, via=prefill_model, copy=self._copy)
             # a CPU attends in fp32: its bf16 products are slower at these sizes, and build a new
             # kernel for every length the cache grows to (1.3 ms a step, measured)
             self.cache = preallocated_cache(prefilled, n, self.prompt_length + self.max_new_tokens,
@@ -420,9 +419,7 @@ class SpeechDecoder:
         return self.model.model(input_ids=input_ids, cache=self.cache, use_cache=True).last_hidden_state[:, -1]
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self._copy is not None and self._copy.speech is not None:
-            return self._copy.speech(hidden).float()
-        return speech_logits(hidden, self._weight, self.vocab)
+        return speech_logits(hidden, self._weight, self.vocab, copy=self._copy)
 
 
 # steps between stop checks on an accelerator; and the steps ``run`` takes per call of ``step``
@@ -792,13 +789,13 @@ AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
 
 
 def prefill(
-    model: LlamaForCausalLM, prompt: torch.Tensor, *, via: LlamaForCausalLM | LlamaModel | None = None
+    model: LlamaForCausalLM, prompt: torch.Tensor, *, via: LlamaForCausalLM | None = None, copy: DecodingCopy | None = None
 ) -> tuple[DynamicCache, torch.Tensor]:
     """Run ``prompt`` (1, L) through the model: its KV cache and last position's hidden state,
-    in ``model``'s dtype. ``via``: the same model to run it through instead, in a wider dtype
-    (:func:`llasa.lm.model.prefill_copy`; its cache is narrowed to ``model``'s dtype) or as
-    :func:`decoding_copy` holds it."""
-    runner = model if via is None else via
+    in ``model``'s dtype. ``via``: the same model in a wider dtype to run it through instead
+    (:func:`llasa.lm.model.prefill_copy`; its cache is narrowed to ``model``'s dtype); else
+    ``copy``, the model as :func:`decoding_copy` holds it."""
+    runner = via if via is not None else copy.body if copy is not None else model
     body = runner.model if isinstance(runner, LlamaForCausalLM) else runner
     cache = DynamicCache(config=model.config)
     with onednn_matmul():
@@ -812,9 +809,13 @@ def prefill(
     return narrow, hidden.to(dtype)
 
 
-def speech_logits(hidden: torch.Tensor, weight: torch.Tensor, vocab: SpeechVocab) -> torch.Tensor:
+def speech_logits(hidden: torch.Tensor, weight: torch.Tensor, vocab: SpeechVocab, *,
+                  copy: DecodingCopy | None = None) -> torch.Tensor:  # fmt: skip
     """Logits over [speech codes..., SGE] only (the tokens a speech row may sample), from row
-    slices of the output matrix ``weight`` (views, no copy): 65k rows instead of 193k for Llasa."""
+    slices of the output matrix ``weight`` (views, no copy): 65k rows instead of 193k for Llasa;
+    from ``copy``'s packed rows where it has them (:func:`decoding_copy`)."""
+    if copy is not None and copy.speech is not None:
+        return copy.speech(hidden).float()
     offset, size = vocab.speech_offset, vocab.codebook_size
     speech = F.linear(hidden, weight[offset : offset + size])
     end = F.linear(hidden, weight[vocab.sge_id : vocab.sge_id + 1])

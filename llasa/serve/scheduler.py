@@ -254,8 +254,7 @@ class Scheduler:
     def _prefill(self, job: Job) -> None:
         prompt = job.prompts[job.chunk]
         ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        via = self.prefill_model if self.prefill_model is not None or self._copy is None else self._copy.body
-        cache, hidden = prefill(self.model, ids, via=via)
+        cache, hidden = prefill(self.model, ids, via=self.prefill_model, copy=self._copy)
         seed = job.chunk_seed()
         params = job.params
         row = _Row(
@@ -310,10 +309,7 @@ class Scheduler:
 
     def _step(self) -> None:
         hidden = self._hidden
-        if self._copy is not None and self._copy.speech is not None:
-            logits = self._copy.speech(hidden).float()
-        else:
-            logits = speech_logits(hidden, self._weight, self.vocab)
+        logits = speech_logits(hidden, self._weight, self.vocab, copy=self._copy)
         end = self.vocab.codebook_size  # local index of <|SPEECH_GENERATION_END|>
         tokens, finished = [], []
         for b, row in enumerate(self._rows):
